@@ -1,0 +1,50 @@
+namespace Natten;
+
+/// <summary>
+/// The backends this library can run on, fastest first, and whether each can run a problem.
+/// Pick one by name with <see cref="NeighborhoodAttentionOptions.Backend"/>.
+/// </summary>
+public static class AttentionBackends
+{
+    /// <summary>Backend names in order of preference (the automatic choice is the first that can run).</summary>
+    public static IReadOnlyList<string> Names => BackendRegistry.Default.Backends.Select(b => b.Name).ToArray();
+
+    /// <summary>A one-line description of backend <paramref name="name"/>.</summary>
+    /// <exception cref="ArgumentException">Unknown backend name.</exception>
+    public static string Describe(string name) => Get(name).Description;
+
+    /// <summary>
+    /// Whether backend <paramref name="name"/> can run the forward (or backward) pass of a problem;
+    /// when not, <paramref name="reason"/> says why.
+    /// </summary>
+    /// <exception cref="ArgumentException">Unknown backend name, or the shape/options are invalid.</exception>
+    public static bool CanRun(
+        string name, AttentionShape shape, NeighborhoodAttentionOptions options, ElementType elementType,
+        bool backward, out string reason)
+    {
+        var backend = Get(name);
+        var problem = ProblemValidator.Validate(shape, options, elementType);
+        return backend.CanRun(problem, backward ? AttentionPass.Backward : AttentionPass.Forward, out reason);
+    }
+
+    /// <summary>The backend a call with these arguments would use.</summary>
+    /// <exception cref="ArgumentException">The shape/options are invalid or name an unknown backend.</exception>
+    /// <exception cref="NotSupportedException">No backend can run the problem; the message lists each reason.</exception>
+    public static string Select(AttentionShape shape, NeighborhoodAttentionOptions options, ElementType elementType, bool backward = false)
+    {
+        var problem = ProblemValidator.Validate(shape, options, elementType);
+        return BackendRegistry.Default.Choose(problem, options.Backend, backward ? AttentionPass.Backward : AttentionPass.Forward).Name;
+    }
+
+    private static IAttentionBackend Get(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        var backend = BackendRegistry.Default.Find(name);
+        if (backend is null)
+        {
+            ThrowHelper.ThrowArgument(nameof(name), $"'{name}' is not a known backend; known: {string.Join(", ", Names)}.");
+        }
+
+        return backend;
+    }
+}
