@@ -21,11 +21,9 @@ public static partial class ReferenceAttention
         AttentionDims dims, double[] query, double[] key, double[] value, double[] outputGrad, Func<int, int, bool> allows,
         double[]? additionalKey = null, double[]? additionalValue = null)
     {
-        ArgumentNullException.ThrowIfNull(dims);
-        ArgumentNullException.ThrowIfNull(query);
-        ArgumentNullException.ThrowIfNull(key);
-        ArgumentNullException.ThrowIfNull(value);
+        ArgumentNullException.ThrowIfNull(allows);
         ArgumentNullException.ThrowIfNull(outputGrad);
+        CheckLengths(dims, query, key, value, additionalKey, additionalValue);
         var dq = new double[query.Length];
         var dk = new double[key.Length];
         var dv = new double[value.Length];

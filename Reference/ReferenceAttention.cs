@@ -29,8 +29,8 @@ public static partial class ReferenceAttention
         AttentionDims dims, double[] query, double[] key, double[] value, Func<int, int, bool> allows,
         double[]? additionalKey = null, double[]? additionalValue = null)
     {
-        ArgumentNullException.ThrowIfNull(dims);
         ArgumentNullException.ThrowIfNull(allows);
+        CheckLengths(dims, query, key, value, additionalKey, additionalValue);
         var output = new double[(long)dims.Batch * dims.Tokens * dims.Heads * dims.ValueDim];
         var lse = new double[(long)dims.Batch * dims.Tokens * dims.Heads];
         for (var b = 0; b < dims.Batch; b++)
@@ -144,6 +144,31 @@ public static partial class ReferenceAttention
         }
 
         return keys;
+    }
+
+    /// <summary>The oracle trusts its parameters but not array lengths: a wrong length is a test bug to report clearly.</summary>
+    private static void CheckLengths(
+        AttentionDims dims, double[] query, double[] key, double[] value, double[]? additionalKey, double[]? additionalValue)
+    {
+        ArgumentNullException.ThrowIfNull(dims);
+        ArgumentNullException.ThrowIfNull(query);
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(value);
+        var rows = (long)dims.Batch * dims.Tokens;
+        var extra = (long)dims.Batch * dims.AdditionalTokens;
+        Check(query.LongLength, rows * dims.Heads * dims.HeadDim, nameof(query));
+        Check(key.LongLength, rows * dims.KvHeads * dims.HeadDim, nameof(key));
+        Check(value.LongLength, rows * dims.KvHeads * dims.ValueDim, nameof(value));
+        Check(additionalKey?.LongLength ?? 0, extra * dims.KvHeads * dims.HeadDim, nameof(additionalKey));
+        Check(additionalValue?.LongLength ?? 0, extra * dims.KvHeads * dims.ValueDim, nameof(additionalValue));
+
+        static void Check(long actual, long expected, string name)
+        {
+            if (actual != expected)
+            {
+                throw new ArgumentException($"{name} has {actual} elements, expected {expected}.", name);
+            }
+        }
     }
 
     private static double Dot(double[] x, long xOffset, double[] y, long yOffset, int length)
