@@ -6,7 +6,7 @@ namespace Natten.Kernels.Common;
 /// The Reference states the same rule as a predicate (it shares no code with this file); tests
 /// check that both agree on every small configuration.
 /// </summary>
-internal static class WindowRule
+internal static partial class WindowRule
 {
     /// <summary>
     /// The keys query <paramref name="i"/> sees on an axis of length <paramref name="n"/>:

@@ -40,10 +40,11 @@ public sealed class BackendSelectionTests
     }
 
     [Test]
-    public void TheReferenceIsARealBackendAndTheDefaultChoiceToday()
+    public void TheReferenceIsARealBackendAndTheLastResort()
     {
-        Assert.That(AttentionBackends.Names, Does.Contain("reference"));
-        Assert.That(AttentionBackends.Select(Shape, new NeighborhoodAttentionOptions(3), ElementType.Float32), Is.EqualTo("reference"));
+        Assert.That(AttentionBackends.Names, Is.EqualTo(new[] { "naive", "reference" }));
+        Assert.That(AttentionBackends.Select(Shape, new NeighborhoodAttentionOptions(3), ElementType.Float32), Is.EqualTo("naive"));
+        Assert.That(AttentionBackends.Select(Shape, new NeighborhoodAttentionOptions(3) { Backend = "reference" }, ElementType.Float32), Is.EqualTo("reference"));
         Assert.That(AttentionBackends.Describe("reference"), Does.Contain("double"));
     }
 
@@ -53,8 +54,9 @@ public sealed class BackendSelectionTests
         var huge = new AttentionShape(1, (512, 512), 16, 64);
         Assert.That(AttentionBackends.CanRun("reference", huge, new NeighborhoodAttentionOptions(7), ElementType.Float32, false, out var reason), Is.False);
         Assert.That(reason, Does.Contain("every (query, key) pair"));
-        var ex = Assert.Throws<NotSupportedException>(() => AttentionBackends.Select(huge, new NeighborhoodAttentionOptions(7), ElementType.Float32));
-        Assert.That(ex!.Message, Does.StartWith("No backend can run this problem: reference: it tests every (query, key) pair"));
+        var ex = Assert.Throws<NotSupportedException>(
+            () => AttentionBackends.Select(huge, new NeighborhoodAttentionOptions(7) { Backend = "reference" }, ElementType.Float32));
+        Assert.That(ex!.Message, Does.StartWith("Backend 'reference' cannot run this problem: it tests every (query, key) pair"));
     }
 
     [Test]
@@ -62,7 +64,7 @@ public sealed class BackendSelectionTests
     {
         var ex = Assert.Throws<ArgumentException>(() => AttentionBackends.Describe("nope"));
         Assert.That(ex!.ParamName, Is.EqualTo("name"));
-        Assert.That(ex.Message, Does.Contain("known: reference"));
+        Assert.That(ex.Message, Does.Contain("known: naive, reference"));
     }
 
     private static AttentionProblem Problem() => ProblemValidator.Validate(Shape, new NeighborhoodAttentionOptions(3), ElementType.Float32);

@@ -47,6 +47,21 @@ public sealed class WindowRuleAgreementTests
     }
 
     [Test]
+    public void QueryRangeIsTheInverseNeighborhood()
+    {
+        foreach (var (n, k, s, d, causal) in AllConfigurations(14))
+        {
+            for (var j = 0; j < n; j++)
+            {
+                WindowRule.QueryRange(j, n, k, s, d, causal, out var first, out var count);
+                var fromRange = Enumerable.Range(0, count).Select(x => first + (x * d)).ToArray();
+                var fromPredicate = Enumerable.Range(0, n).Where(i => NeighborhoodRule.AxisAllows(i, j, n, k, s, d, causal)).ToArray();
+                Assert.That(fromRange, Is.EqualTo(fromPredicate), $"n={n} K={k} s={s} d={d} causal={causal} key={j}");
+            }
+        }
+    }
+
+    [Test]
     public void NonCausalQueriesSeeExactlyKKeysOfTheirDilationGroupIncludingThemselves()
     {
         foreach (var (n, k, s, d, causal) in AllConfigurations(14).Where(c => !c.Causal))

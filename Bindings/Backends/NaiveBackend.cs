@@ -1,0 +1,155 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+using Natten.Kernels.Common;
+using Natten.Kernels.Naive;
+using Natten.Kernels.Runtime;
+
+namespace Natten.Backends;
+
+/// <summary>
+/// NATTEN's original unfused path on an ILGPU accelerator (Kernels/Naive): scores, softmax and
+/// weighted values as three kernels with a <c>[rows, ∏K]</c> weight tensor in between. Host spans
+/// are copied to the default accelerator (see <see cref="DeviceRuntime"/>) and back.
+/// </summary>
+internal sealed class NaiveBackend : IAttentionBackend
+{
+    public string Name => "naive";
+
+    public string Description => "unfused ILGPU kernels (QK, softmax, AV) with a [rows, ∏K] weight tensor";
+
+    public bool CanRun(AttentionProblem problem, AttentionPass pass, out string reason)
+    {
+        ComputeDevice device;
+        try
+        {
+            device = DeviceRuntime.Default;
+        }
+        catch (InvalidOperationException ex)
+        {
+            reason = ex.Message;
+            return false;
+        }
+
+        return CanRunOn(device, problem, pass, out reason);
+    }
+
+    /// <summary>Whether the problem's tensors and workspaces fit the device.</summary>
+    internal static bool CanRunOn(ComputeDevice device, AttentionProblem problem, AttentionPass pass, out string reason)
+    {
+        var p = ToParams(problem);
+        var workspace = pass == AttentionPass.Forward ? NaiveAttention.ForwardWorkspaceBytes(p, wantsLse: true) : NaiveAttention.BackwardWorkspaceBytes(p);
+        var element = problem.ElementType == ElementType.Float16 ? 2 : 4;
+        var tensors = element * (2 * (problem.QueryLength + problem.KeyLength + problem.ValueLength + problem.OutputLength)) + (4 * problem.LseLength);
+        if (workspace + tensors > device.Accelerator.MemorySize)
+        {
+            reason = $"needs {(workspace + tensors) / 1e9:0.##} GB ({workspace / 1e9:0.##} GB of ∏K weights) on {device.Name} with {device.Accelerator.MemorySize / 1e9:0.##} GB";
+            return false;
+        }
+
+        reason = string.Empty;
+        return true;
+    }
+
+    public void Forward<T>(AttentionProblem problem, in ForwardTensors<T> tensors)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (typeof(T) == typeof(float))
+        {
+            Forward<float, Float32Storage, T>(problem, tensors);
+        }
+        else
+        {
+            Forward<ILGPU.Half, Float16Storage, T>(problem, tensors);
+        }
+    }
+
+    public void Backward<T>(AttentionProblem problem, in BackwardTensors<T> tensors)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (typeof(T) == typeof(float))
+        {
+            Backward<float, Float32Storage, T>(problem, tensors);
+        }
+        else
+        {
+            Backward<ILGPU.Half, Float16Storage, T>(problem, tensors);
+        }
+    }
+
+    internal static NaiveParams ToParams(AttentionProblem p) => new(
+        p.Batch, p.Heads, p.KvHeads, p.HeadDim, p.ValueDim, p.AdditionalTokens, p.Spatial, p.KernelSize, p.Stride, p.Dilation, p.Causal, p.Scale);
+
+    private static void Forward<TD, TS, T>(AttentionProblem problem, in ForwardTensors<T> t)
+        where TD : unmanaged
+        where TS : struct, IElementStorage<TD>
+        where T : unmanaged
+    {
+        var device = DeviceRuntime.Default;
+        var stream = device.Accelerator.DefaultStream;
+        using var q = Upload<TD, T>(device, t.Query);
+        using var k = Upload<TD, T>(device, t.Key);
+        using var v = Upload<TD, T>(device, t.Value);
+        using var ak = Upload<TD, T>(device, t.AdditionalKey);
+        using var av = Upload<TD, T>(device, t.AdditionalValue);
+        using var o = device.Accelerator.Allocate1D<TD>(problem.OutputLength);
+        using var lse = t.LogSumExp.IsEmpty ? null : device.Accelerator.Allocate1D<float>(problem.LseLength);
+        NaiveAttention.Forward<TD, TS>(
+            device, stream, ToParams(problem), q.View, k.View, v.View, ak.View, av.View, o.View, lse?.View ?? ArrayView<float>.Empty);
+        Flat(o).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.Output[..(int)problem.OutputLength]));
+        if (lse is not null)
+        {
+            Flat(lse).CopyToCPU(t.LogSumExp[..(int)problem.LseLength]);
+        }
+    }
+
+    private static void Backward<TD, TS, T>(AttentionProblem problem, in BackwardTensors<T> t)
+        where TD : unmanaged
+        where TS : struct, IElementStorage<TD>
+        where T : unmanaged
+    {
+        var device = DeviceRuntime.Default;
+        var accelerator = device.Accelerator;
+        using var q = Upload<TD, T>(device, t.Query);
+        using var k = Upload<TD, T>(device, t.Key);
+        using var v = Upload<TD, T>(device, t.Value);
+        using var ak = Upload<TD, T>(device, t.AdditionalKey);
+        using var av = Upload<TD, T>(device, t.AdditionalValue);
+        using var o = Upload<TD, T>(device, t.Output);
+        using var lse = Upload<float, float>(device, t.LogSumExp);
+        using var dO = Upload<TD, T>(device, t.OutputGrad);
+        using var dq = accelerator.Allocate1D<TD>(problem.QueryLength);
+        using var dk = accelerator.Allocate1D<TD>(problem.KeyLength);
+        using var dv = accelerator.Allocate1D<TD>(problem.ValueLength);
+        using var dak = accelerator.Allocate1D<TD>(problem.AdditionalKeyLength);
+        using var dav = accelerator.Allocate1D<TD>(problem.AdditionalValueLength);
+        NaiveAttention.Backward<TD, TS>(
+            device, accelerator.DefaultStream, ToParams(problem), q.View, k.View, v.View, ak.View, av.View, o.View, lse.View, dO.View,
+            dq.View, dk.View, dv.View, dak.View, dav.View);
+        Flat(dq).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.QueryGrad[..(int)problem.QueryLength]));
+        Flat(dk).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.KeyGrad[..(int)problem.KeyLength]));
+        Flat(dv).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.ValueGrad[..(int)problem.ValueLength]));
+        if (problem.AdditionalTokens > 0)
+        {
+            Flat(dak).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.AdditionalKeyGrad[..(int)problem.AdditionalKeyLength]));
+            Flat(dav).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.AdditionalValueGrad[..(int)problem.AdditionalValueLength]));
+        }
+    }
+
+    private static ArrayView<TD> Flat<TD>(MemoryBuffer1D<TD, Stride1D.Dense> buffer)
+        where TD : unmanaged => buffer.View;
+
+    private static MemoryBuffer1D<TD, Stride1D.Dense> Upload<TD, T>(ComputeDevice device, ReadOnlySpan<T> source)
+        where TD : unmanaged
+        where T : unmanaged
+    {
+        var buffer = device.Accelerator.Allocate1D<TD>(source.Length);
+        if (!source.IsEmpty)
+        {
+            Flat(buffer).CopyFromCPU(MemoryMarshal.Cast<T, TD>(source));
+        }
+
+        return buffer;
+    }
+}

@@ -1,0 +1,49 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace Natten.Kernels.Runtime;
+
+/// <summary>
+/// ILGPU imports the CUDA driver as "cuda", which Linux resolves to libcuda.so only. Many images
+/// ship just libcuda.so.1 (the runtime soname), and ILGPU then silently reports no CUDA device.
+/// This resolver tries both names; it is registered once, before the first context is created.
+/// </summary>
+internal static class CudaDriverResolver
+{
+    private static int _registered;
+
+    public static void Register()
+    {
+        if (!OperatingSystem.IsLinux() || Interlocked.Exchange(ref _registered, 1) == 1)
+        {
+            return;
+        }
+
+        try
+        {
+            NativeLibrary.SetDllImportResolver(typeof(ILGPU.Context).Assembly, Resolve);
+        }
+        catch (InvalidOperationException)
+        {
+            // ILGPU registered its own resolver (it does on WSL); keep it.
+        }
+    }
+
+    private static IntPtr Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath)
+    {
+        if (libraryName is not ("cuda" or "libcuda" or "libcuda.so"))
+        {
+            return IntPtr.Zero;
+        }
+
+        foreach (var candidate in new[] { "libcuda.so", "libcuda.so.1" })
+        {
+            if (NativeLibrary.TryLoad(candidate, assembly, searchPath, out var handle))
+            {
+                return handle;
+            }
+        }
+
+        return IntPtr.Zero;
+    }
+}
