@@ -1,3 +1,5 @@
+using Natten.Kernels.Runtime;
+
 namespace Natten.Backends;
 
 /// <summary>
@@ -24,7 +26,30 @@ internal sealed class BackendRegistry
     /// <exception cref="ArgumentException">The name is not a known backend.</exception>
     /// <exception cref="NotSupportedException">The backend (or, when choosing, every backend) cannot run the problem; lists the reasons.</exception>
     public IAttentionBackend Choose(AttentionProblem problem, string? name, AttentionPass pass)
+        => Choose(problem, name, pass, device: null);
+
+    /// <summary>
+    /// As <see cref="Choose(AttentionProblem, string?, AttentionPass)"/>, for tensors in <paramref name="device"/>'s memory
+    /// when it is given: only backends that run on device tensors qualify.
+    /// </summary>
+    public IAttentionBackend Choose(AttentionProblem problem, string? name, AttentionPass pass, ComputeDevice? device)
     {
+        bool CanRun(IAttentionBackend backend, out string reason)
+        {
+            if (device is null)
+            {
+                return backend.CanRun(problem, pass, out reason);
+            }
+
+            if (backend is not IDeviceAttentionBackend onDevice)
+            {
+                reason = "it runs on host memory only (pass spans, not device tensors)";
+                return false;
+            }
+
+            return onDevice.CanRunOn(device, problem, pass, out reason);
+        }
+
         if (name is not null)
         {
             var backend = Find(name);
@@ -34,7 +59,7 @@ internal sealed class BackendRegistry
                     $"options.Backend '{name}' is not a known backend; known: {string.Join(", ", _backends.Select(b => b.Name))}.");
             }
 
-            if (!backend.CanRun(problem, pass, out var reason))
+            if (!CanRun(backend, out var reason))
             {
                 ThrowHelper.ThrowBackendCannotRun(backend.Name, reason);
             }
@@ -45,7 +70,7 @@ internal sealed class BackendRegistry
         var reasons = new List<string>();
         foreach (var backend in _backends)
         {
-            if (backend.CanRun(problem, pass, out var reason))
+            if (CanRun(backend, out var reason))
             {
                 return backend;
             }

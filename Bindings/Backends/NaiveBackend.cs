@@ -11,9 +11,10 @@ namespace Natten.Backends;
 /// <summary>
 /// NATTEN's original unfused path on an ILGPU accelerator (Kernels/Naive): scores, softmax and
 /// weighted values as three kernels with a <c>[rows, ∏K]</c> weight tensor in between. Host spans
-/// are copied to the default accelerator (see <see cref="DeviceRuntime"/>) and back.
+/// are copied to the default accelerator (see <see cref="DeviceRuntime"/>) and back; device tensors
+/// are used in place.
 /// </summary>
-internal sealed class NaiveBackend : IAttentionBackend
+internal sealed class NaiveBackend : IDeviceAttentionBackend
 {
     public string Name => "naive";
 
@@ -36,15 +37,16 @@ internal sealed class NaiveBackend : IAttentionBackend
     }
 
     /// <summary>Whether the problem's tensors and workspaces fit the device.</summary>
-    internal static bool CanRunOn(ComputeDevice device, AttentionProblem problem, AttentionPass pass, out string reason)
+    public bool CanRunOn(ComputeDevice device, AttentionProblem problem, AttentionPass pass, out string reason)
     {
         var p = ToParams(problem);
         var workspace = pass == AttentionPass.Forward ? NaiveAttention.ForwardWorkspaceBytes(p, wantsLse: true) : NaiveAttention.BackwardWorkspaceBytes(p);
         var element = problem.ElementType == ElementType.Float16 ? 2 : 4;
-        var tensors = element * (2 * (problem.QueryLength + problem.KeyLength + problem.ValueLength + problem.OutputLength)) + (4 * problem.LseLength);
+        var tensors = (element * 2 * (problem.QueryLength + problem.KeyLength + problem.ValueLength + problem.OutputLength)) + (4 * problem.LseLength);
         if (workspace + tensors > device.Accelerator.MemorySize)
         {
-            reason = $"needs {(workspace + tensors) / 1e9:0.##} GB ({workspace / 1e9:0.##} GB of ∏K weights) on {device.Name} with {device.Accelerator.MemorySize / 1e9:0.##} GB";
+            reason = $"needs {(workspace + tensors) / 1e9:0.##} GB ({workspace / 1e9:0.##} GB of ∏K weights) on {device.Name} "
+                   + $"with {device.Accelerator.MemorySize / 1e9:0.##} GB";
             return false;
         }
 
@@ -57,11 +59,11 @@ internal sealed class NaiveBackend : IAttentionBackend
     {
         if (typeof(T) == typeof(float))
         {
-            Forward<float, Float32Storage, T>(problem, tensors);
+            HostForward<float, Float32Storage, T>(problem, tensors);
         }
         else
         {
-            Forward<ILGPU.Half, Float16Storage, T>(problem, tensors);
+            HostForward<ILGPU.Half, Float16Storage, T>(problem, tensors);
         }
     }
 
@@ -70,41 +72,63 @@ internal sealed class NaiveBackend : IAttentionBackend
     {
         if (typeof(T) == typeof(float))
         {
-            Backward<float, Float32Storage, T>(problem, tensors);
+            HostBackward<float, Float32Storage, T>(problem, tensors);
         }
         else
         {
-            Backward<ILGPU.Half, Float16Storage, T>(problem, tensors);
+            HostBackward<ILGPU.Half, Float16Storage, T>(problem, tensors);
         }
     }
+
+    public void Forward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<float> views)
+        => DeviceForward<float, Float32Storage>(device, stream, problem, views);
+
+    public void Forward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<ILGPU.Half> views)
+        => DeviceForward<ILGPU.Half, Float16Storage>(device, stream, problem, views);
+
+    public void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<float> views)
+        => DeviceBackward<float, Float32Storage>(device, stream, problem, views);
+
+    public void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<ILGPU.Half> views)
+        => DeviceBackward<ILGPU.Half, Float16Storage>(device, stream, problem, views);
 
     internal static NaiveParams ToParams(AttentionProblem p) => new(
         p.Batch, p.Heads, p.KvHeads, p.HeadDim, p.ValueDim, p.AdditionalTokens, p.Spatial, p.KernelSize, p.Stride, p.Dilation, p.Causal, p.Scale);
 
-    private static void Forward<TD, TS, T>(AttentionProblem problem, in ForwardTensors<T> t)
+    private static void DeviceForward<TD, TS>(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<TD> v)
+        where TD : unmanaged
+        where TS : struct, IElementStorage<TD>
+        => NaiveAttention.Forward<TD, TS>(
+            device, stream, ToParams(problem), v.Query, v.Key, v.Value, v.AdditionalKey, v.AdditionalValue, v.Output, v.LogSumExp);
+
+    private static void DeviceBackward<TD, TS>(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<TD> v)
+        where TD : unmanaged
+        where TS : struct, IElementStorage<TD>
+        => NaiveAttention.Backward<TD, TS>(
+            device, stream, ToParams(problem), v.Query, v.Key, v.Value, v.AdditionalKey, v.AdditionalValue, v.Output, v.LogSumExp,
+            v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad, v.AdditionalKeyGrad, v.AdditionalValueGrad);
+
+    private static void HostForward<TD, TS, T>(AttentionProblem problem, in ForwardTensors<T> t)
         where TD : unmanaged
         where TS : struct, IElementStorage<TD>
         where T : unmanaged
     {
         var device = DeviceRuntime.Default;
-        var stream = device.Accelerator.DefaultStream;
         using var q = Upload<TD, T>(device, t.Query);
         using var k = Upload<TD, T>(device, t.Key);
         using var v = Upload<TD, T>(device, t.Value);
         using var ak = Upload<TD, T>(device, t.AdditionalKey);
         using var av = Upload<TD, T>(device, t.AdditionalValue);
         using var o = device.Accelerator.Allocate1D<TD>(problem.OutputLength);
-        using var lse = t.LogSumExp.IsEmpty ? null : device.Accelerator.Allocate1D<float>(problem.LseLength);
-        NaiveAttention.Forward<TD, TS>(
-            device, stream, ToParams(problem), q.View, k.View, v.View, ak.View, av.View, o.View, lse?.View ?? ArrayView<float>.Empty);
-        Flat(o).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.Output[..(int)problem.OutputLength]));
-        if (lse is not null)
-        {
-            Flat(lse).CopyToCPU(t.LogSumExp[..(int)problem.LseLength]);
-        }
+        using var lse = device.Accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
+        DeviceForward<TD, TS>(
+            device, device.Accelerator.DefaultStream, problem,
+            new DeviceForward<TD>(q.View, k.View, v.View, ak.View, av.View, o.View, lse.View));
+        Download(o, MemoryMarshal.Cast<T, TD>(t.Output));
+        Download(lse, t.LogSumExp);
     }
 
-    private static void Backward<TD, TS, T>(AttentionProblem problem, in BackwardTensors<T> t)
+    private static void HostBackward<TD, TS, T>(AttentionProblem problem, in BackwardTensors<T> t)
         where TD : unmanaged
         where TS : struct, IElementStorage<TD>
         where T : unmanaged
@@ -124,21 +148,15 @@ internal sealed class NaiveBackend : IAttentionBackend
         using var dv = accelerator.Allocate1D<TD>(problem.ValueLength);
         using var dak = accelerator.Allocate1D<TD>(problem.AdditionalKeyLength);
         using var dav = accelerator.Allocate1D<TD>(problem.AdditionalValueLength);
-        NaiveAttention.Backward<TD, TS>(
-            device, accelerator.DefaultStream, ToParams(problem), q.View, k.View, v.View, ak.View, av.View, o.View, lse.View, dO.View,
-            dq.View, dk.View, dv.View, dak.View, dav.View);
-        Flat(dq).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.QueryGrad[..(int)problem.QueryLength]));
-        Flat(dk).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.KeyGrad[..(int)problem.KeyLength]));
-        Flat(dv).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.ValueGrad[..(int)problem.ValueLength]));
-        if (problem.AdditionalTokens > 0)
-        {
-            Flat(dak).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.AdditionalKeyGrad[..(int)problem.AdditionalKeyLength]));
-            Flat(dav).CopyToCPU(MemoryMarshal.Cast<T, TD>(t.AdditionalValueGrad[..(int)problem.AdditionalValueLength]));
-        }
+        DeviceBackward<TD, TS>(
+            device, accelerator.DefaultStream, problem,
+            new DeviceBackward<TD>(q.View, k.View, v.View, ak.View, av.View, o.View, lse.View, dO.View, dq.View, dk.View, dv.View, dak.View, dav.View));
+        Download(dq, MemoryMarshal.Cast<T, TD>(t.QueryGrad));
+        Download(dk, MemoryMarshal.Cast<T, TD>(t.KeyGrad));
+        Download(dv, MemoryMarshal.Cast<T, TD>(t.ValueGrad));
+        Download(dak, MemoryMarshal.Cast<T, TD>(t.AdditionalKeyGrad));
+        Download(dav, MemoryMarshal.Cast<T, TD>(t.AdditionalValueGrad));
     }
-
-    private static ArrayView<TD> Flat<TD>(MemoryBuffer1D<TD, Stride1D.Dense> buffer)
-        where TD : unmanaged => buffer.View;
 
     private static MemoryBuffer1D<TD, Stride1D.Dense> Upload<TD, T>(ComputeDevice device, ReadOnlySpan<T> source)
         where TD : unmanaged
@@ -147,9 +165,21 @@ internal sealed class NaiveBackend : IAttentionBackend
         var buffer = device.Accelerator.Allocate1D<TD>(source.Length);
         if (!source.IsEmpty)
         {
-            Flat(buffer).CopyFromCPU(MemoryMarshal.Cast<T, TD>(source));
+            ArrayView<TD> view = buffer.View;
+            view.CopyFromCPU(MemoryMarshal.Cast<T, TD>(source));
         }
 
         return buffer;
+    }
+
+    /// <summary>Copies a whole buffer into the start of <paramref name="destination"/> (which validation made long enough).</summary>
+    private static void Download<TD>(MemoryBuffer1D<TD, Stride1D.Dense> buffer, Span<TD> destination)
+        where TD : unmanaged
+    {
+        if (buffer.Length > 0)
+        {
+            ArrayView<TD> view = buffer.View;
+            view.CopyToCPU(destination[..(int)buffer.Length]);
+        }
     }
 }

@@ -100,18 +100,10 @@ internal static class ProblemValidator
     public static void CheckForward<T>(AttentionProblem p, in ForwardTensors<T> t, bool hasAdditional)
         where T : unmanaged
     {
-        CheckAdditionalOverload(p, hasAdditional);
-        var rows = $"[B, {Extents(p)}";
-        CheckInput(t.Query, p.QueryLength, "query", $"{rows}, H={p.Heads}, D={p.HeadDim}]");
-        CheckInput(t.Key, p.KeyLength, "key", $"{rows}, Hkv={p.KvHeads}, D={p.HeadDim}]");
-        CheckInput(t.Value, p.ValueLength, "value", $"{rows}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
-        CheckInput(t.AdditionalKey, p.AdditionalKeyLength, "additionalKey", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, D={p.HeadDim}]");
-        CheckInput(t.AdditionalValue, p.AdditionalValueLength, "additionalValue", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
-        CheckDestination(t.Output, p.OutputLength, "output", $"{rows}, H={p.Heads}, Dv={p.ValueDim}]");
-        if (!t.LogSumExp.IsEmpty)
-        {
-            CheckDestination(t.LogSumExp, p.LseLength, "logSumExp", $"{rows}, H={p.Heads}]");
-        }
+        CheckForwardLengths(
+            p, new ForwardLengths(t.Query.Length, t.Key.Length, t.Value.Length, t.AdditionalKey.Length, t.AdditionalValue.Length,
+                t.Output.Length, t.LogSumExp.IsEmpty ? null : t.LogSumExp.Length),
+            hasAdditional);
 
         var regions = new RegionSet();
         regions.Add(Bytes(t.Query), "query");
@@ -127,21 +119,13 @@ internal static class ProblemValidator
     public static void CheckBackward<T>(AttentionProblem p, in BackwardTensors<T> t, bool hasAdditional)
         where T : unmanaged
     {
-        CheckAdditionalOverload(p, hasAdditional);
-        var rows = $"[B, {Extents(p)}";
-        CheckInput(t.Query, p.QueryLength, "query", $"{rows}, H={p.Heads}, D={p.HeadDim}]");
-        CheckInput(t.Key, p.KeyLength, "key", $"{rows}, Hkv={p.KvHeads}, D={p.HeadDim}]");
-        CheckInput(t.Value, p.ValueLength, "value", $"{rows}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
-        CheckInput(t.AdditionalKey, p.AdditionalKeyLength, "additionalKey", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, D={p.HeadDim}]");
-        CheckInput(t.AdditionalValue, p.AdditionalValueLength, "additionalValue", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
-        CheckInput(t.Output, p.OutputLength, "output", $"{rows}, H={p.Heads}, Dv={p.ValueDim}]");
-        CheckInput(t.LogSumExp, p.LseLength, "logSumExp", $"{rows}, H={p.Heads}]");
-        CheckInput(t.OutputGrad, p.OutputLength, "outputGrad", $"{rows}, H={p.Heads}, Dv={p.ValueDim}]");
-        CheckDestination(t.QueryGrad, p.QueryLength, "queryGrad", $"{rows}, H={p.Heads}, D={p.HeadDim}]");
-        CheckDestination(t.KeyGrad, p.KeyLength, "keyGrad", $"{rows}, Hkv={p.KvHeads}, D={p.HeadDim}]");
-        CheckDestination(t.ValueGrad, p.ValueLength, "valueGrad", $"{rows}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
-        CheckDestination(t.AdditionalKeyGrad, p.AdditionalKeyLength, "additionalKeyGrad", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, D={p.HeadDim}]");
-        CheckDestination(t.AdditionalValueGrad, p.AdditionalValueLength, "additionalValueGrad", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
+        CheckBackwardLengths(
+            p,
+            new BackwardLengths(
+                t.Query.Length, t.Key.Length, t.Value.Length, t.AdditionalKey.Length, t.AdditionalValue.Length, t.Output.Length,
+                t.LogSumExp.Length, t.OutputGrad.Length, t.QueryGrad.Length, t.KeyGrad.Length, t.ValueGrad.Length,
+                t.AdditionalKeyGrad.Length, t.AdditionalValueGrad.Length),
+            hasAdditional);
 
         var regions = new RegionSet();
         regions.Add(Bytes(t.Query), "query");
@@ -159,6 +143,43 @@ internal static class ProblemValidator
         regions.AddDestination(Bytes(t.AdditionalValueGrad, p.AdditionalValueLength), "additionalValueGrad");
     }
 
+    /// <summary>Checks the element counts of a forward call's tensors (spans or device tensors).</summary>
+    public static void CheckForwardLengths(AttentionProblem p, in ForwardLengths l, bool hasAdditional)
+    {
+        CheckAdditionalOverload(p, hasAdditional);
+        var rows = $"[B, {Extents(p)}";
+        CheckInput(l.Query, p.QueryLength, "query", $"{rows}, H={p.Heads}, D={p.HeadDim}]");
+        CheckInput(l.Key, p.KeyLength, "key", $"{rows}, Hkv={p.KvHeads}, D={p.HeadDim}]");
+        CheckInput(l.Value, p.ValueLength, "value", $"{rows}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
+        CheckInput(l.AdditionalKey, p.AdditionalKeyLength, "additionalKey", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, D={p.HeadDim}]");
+        CheckInput(l.AdditionalValue, p.AdditionalValueLength, "additionalValue", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
+        CheckDestination(l.Output, p.OutputLength, "output", $"{rows}, H={p.Heads}, Dv={p.ValueDim}]");
+        if (l.LogSumExp is { } lse)
+        {
+            CheckDestination(lse, p.LseLength, "logSumExp", $"{rows}, H={p.Heads}]");
+        }
+    }
+
+    /// <summary>Checks the element counts of a backward call's tensors (spans or device tensors).</summary>
+    public static void CheckBackwardLengths(AttentionProblem p, in BackwardLengths l, bool hasAdditional)
+    {
+        CheckAdditionalOverload(p, hasAdditional);
+        var rows = $"[B, {Extents(p)}";
+        CheckInput(l.Query, p.QueryLength, "query", $"{rows}, H={p.Heads}, D={p.HeadDim}]");
+        CheckInput(l.Key, p.KeyLength, "key", $"{rows}, Hkv={p.KvHeads}, D={p.HeadDim}]");
+        CheckInput(l.Value, p.ValueLength, "value", $"{rows}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
+        CheckInput(l.AdditionalKey, p.AdditionalKeyLength, "additionalKey", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, D={p.HeadDim}]");
+        CheckInput(l.AdditionalValue, p.AdditionalValueLength, "additionalValue", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
+        CheckInput(l.Output, p.OutputLength, "output", $"{rows}, H={p.Heads}, Dv={p.ValueDim}]");
+        CheckInput(l.LogSumExp, p.LseLength, "logSumExp", $"{rows}, H={p.Heads}]");
+        CheckInput(l.OutputGrad, p.OutputLength, "outputGrad", $"{rows}, H={p.Heads}, Dv={p.ValueDim}]");
+        CheckDestination(l.QueryGrad, p.QueryLength, "queryGrad", $"{rows}, H={p.Heads}, D={p.HeadDim}]");
+        CheckDestination(l.KeyGrad, p.KeyLength, "keyGrad", $"{rows}, Hkv={p.KvHeads}, D={p.HeadDim}]");
+        CheckDestination(l.ValueGrad, p.ValueLength, "valueGrad", $"{rows}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
+        CheckDestination(l.AdditionalKeyGrad, p.AdditionalKeyLength, "additionalKeyGrad", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, D={p.HeadDim}]");
+        CheckDestination(l.AdditionalValueGrad, p.AdditionalValueLength, "additionalValueGrad", $"[B, {p.AdditionalTokens}, Hkv={p.KvHeads}, Dv={p.ValueDim}]");
+    }
+
     /// <summary>Checks a merge of two partial attentions with <paramref name="valueDim"/>-wide rows.</summary>
     public static void CheckMerge<T>(
         ReadOnlySpan<T> output1, ReadOnlySpan<float> lse1, ReadOnlySpan<T> output2, ReadOnlySpan<float> lse2, int valueDim,
@@ -172,11 +193,11 @@ internal static class ProblemValidator
 
         var rows = lse1.Length;
         var layout = $"[rows={rows}, Dv={valueDim}]";
-        CheckInput(lse2, rows, nameof(lse2), $"[rows={rows}], the length of lse1");
-        CheckInput(output1, (long)rows * valueDim, nameof(output1), layout);
-        CheckInput(output2, (long)rows * valueDim, nameof(output2), layout);
-        CheckDestination(output, (long)rows * valueDim, nameof(output), layout);
-        CheckDestination(logSumExp, rows, nameof(logSumExp), $"[rows={rows}]");
+        CheckInput(lse2.Length, rows, nameof(lse2), $"[rows={rows}], the length of lse1");
+        CheckInput(output1.Length, (long)rows * valueDim, nameof(output1), layout);
+        CheckInput(output2.Length, (long)rows * valueDim, nameof(output2), layout);
+        CheckDestination(output.Length, (long)rows * valueDim, nameof(output), layout);
+        CheckDestination(logSumExp.Length, rows, nameof(logSumExp), $"[rows={rows}]");
 
         // Writing a row over the same row of an input is safe (each row is read before it is written);
         // any other overlap would read already-merged values.
@@ -233,19 +254,19 @@ internal static class ProblemValidator
 
     private static string Extents(AttentionProblem p) => string.Join('x', p.Spatial);
 
-    private static void CheckInput<T>(ReadOnlySpan<T> span, long expected, string name, string layout)
+    private static void CheckInput(long length, long expected, string name, string layout)
     {
-        if (span.Length != expected)
+        if (length != expected)
         {
-            ThrowHelper.ThrowLength(name, span.Length, expected, layout);
+            ThrowHelper.ThrowLength(name, length, expected, layout);
         }
     }
 
-    private static void CheckDestination<T>(Span<T> span, long needed, string name, string layout)
+    private static void CheckDestination(long length, long needed, string name, string layout)
     {
-        if (span.Length < needed)
+        if (length < needed)
         {
-            ThrowHelper.ThrowDestinationTooShort(name, span.Length, needed, layout);
+            ThrowHelper.ThrowDestinationTooShort(name, length, needed, layout);
         }
     }
 

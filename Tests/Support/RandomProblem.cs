@@ -32,7 +32,7 @@ internal sealed record RandomProblem(AttentionShape Shape, NeighborhoodAttention
         int[] headChoices = [1, 2, 3, 4];
         var kvHeads = headChoices[rng.Next(headChoices.Length)];
         var heads = kvHeads * rng.Next(1, 3);
-        int[] dims = [1, 3, 4, 8];
+        int[] dims = [1, 3, 8, 24, 40, 64];
         var headDim = dims[rng.Next(dims.Length)];
         var valueDim = rng.Next(2) == 0 ? headDim : dims[rng.Next(dims.Length)];
         var shape = new AttentionShape(rng.Next(1, 3), AxisValues.PerAxis(spatial), heads, headDim)
