@@ -2,5 +2,5 @@ namespace Natten.Cli;
 
 internal static class Program
 {
-    private static int Main(string[] args) => args.Length == 0 ? 0 : 2;
+    private static int Main(string[] args) => CliApp.Run(args, Console.Out, Console.Error);
 }

@@ -1,0 +1,261 @@
+namespace Natten.Cli.Commands;
+
+/// <summary>
+/// <c>natten run</c>: neighborhood attention on .npy files. Shapes come from the files (NATTEN layout);
+/// float16 inputs use the library's Half entry points, anything else runs in float32.
+/// </summary>
+internal static class RunCommand
+{
+    public static string UsageText =>
+        $"""
+        Usage: natten run --query Q.npy --key K.npy --value V.npy --output O.npy --kernel-size K [options]
+
+        Runs neighborhood attention on NumPy arrays in NATTEN's heads-last layout:
+          Q [B, X1(, X2(, X3)), H, D], K [B, X.., Hkv, D], V [B, X.., Hkv, Dv]  (rank = ndim - 3).
+        Inputs are float32 ('<f4') or float16 ('<f2'); when every input is float16 the float16
+        path runs, otherwise everything is converted to float32. Outputs are always float32.
+
+        Files:
+          --query FILE        Q, [B, X.., H, D]
+          --key FILE          K, [B, X.., Hkv, D]   (H must be a multiple of Hkv)
+          --value FILE        V, [B, X.., Hkv, Dv]
+          --output FILE       writes O, [B, X.., H, Dv]
+          --lse FILE          also writes the log-sum-exp (natural log), [B, X.., H]
+          --additional-key FILE    extra keys every query attends to, [B, Nadd, Hkv, D]
+          --additional-value FILE  their values, [B, Nadd, Hkv, Dv] (give both or neither)
+
+        Neighborhood:
+        {ProblemOptions.Usage}
+          --scale S           score scale (default 1/sqrt(D))
+          --backend NAME      backend to use (default: the fastest that can run); one of: {string.Join(", ", AttentionBackends.Names)}
+
+        Exit codes: 0 success, 1 unreadable or invalid file, 2 bad arguments or invalid problem.
+        """;
+
+    public static int Execute(ArgumentReader args, TextWriter stdout)
+    {
+        if (args.WantsHelp)
+        {
+            stdout.WriteLine(UsageText);
+            return ExitCodes.Success;
+        }
+
+        // The whole command line first, so a typo fails before any file is touched.
+        var queryPath = args.RequireString("--query");
+        var keyPath = args.RequireString("--key");
+        var valuePath = args.RequireString("--value");
+        var outputPath = args.RequireString("--output");
+        var lsePath = args.GetString("--lse");
+        var additionalKeyPath = args.GetString("--additional-key");
+        var additionalValuePath = args.GetString("--additional-value");
+        var options = ProblemOptions.Read(args, defaultKernelSize: null);
+        if (args.GetDouble("--scale") is { } scale)
+        {
+            options = options with { Scale = scale };
+        }
+
+        if (args.GetString("--backend") is { } backend)
+        {
+            options = options with { Backend = ProblemOptions.ResolveBackend(backend) };
+        }
+
+        args.ThrowIfUnused("run");
+        if ((additionalKeyPath is null) != (additionalValuePath is null))
+        {
+            throw CliException.Usage("--additional-key and --additional-value must be given together.");
+        }
+
+        // Fail before the (possibly long) computation when an output cannot be created.
+        CheckOutputDirectory("--output", outputPath);
+        if (lsePath is not null)
+        {
+            CheckOutputDirectory("--lse", lsePath);
+        }
+
+        var query = ReadInput("--query", queryPath);
+        var key = ReadInput("--key", keyPath);
+        var value = ReadInput("--value", valuePath);
+        var additionalKey = additionalKeyPath is null ? null : ReadInput("--additional-key", additionalKeyPath);
+        var additionalValue = additionalValuePath is null ? null : ReadInput("--additional-value", additionalValuePath);
+
+        var shape = InferShape(query, key, value, additionalKey, additionalValue);
+        var spatial = query.Shape[1..^2];
+        int[] outputShape = [shape.Batch, .. spatial, shape.Heads, shape.ValueDim];
+        int[] lseShape = [shape.Batch, .. spatial, shape.Heads];
+        var lse = lsePath is null ? [] : new float[NpyArray.ElementCount(lseShape)];
+        float[] output;
+
+        NpyArray?[] inputs = [query, key, value, additionalKey, additionalValue];
+        if (inputs.All(a => a is null || a.IsFloat16))
+        {
+            var output16 = new Half[NpyArray.ElementCount(outputShape)];
+            if (additionalKey is null || additionalValue is null)
+            {
+                NeighborhoodAttention.Forward(query.Float16Data!, key.Float16Data!, value.Float16Data!, shape, options, output16, lse);
+            }
+            else
+            {
+                NeighborhoodAttention.Forward(
+                    query.Float16Data!, key.Float16Data!, value.Float16Data!, additionalKey.Float16Data!, additionalValue.Float16Data!,
+                    shape, options, output16, lse);
+            }
+
+            output = [.. output16.Select(h => (float)h)];
+        }
+        else
+        {
+            output = new float[NpyArray.ElementCount(outputShape)];
+            if (additionalKey is null || additionalValue is null)
+            {
+                NeighborhoodAttention.Forward(query.ToFloat32(), key.ToFloat32(), value.ToFloat32(), shape, options, output, lse);
+            }
+            else
+            {
+                NeighborhoodAttention.Forward(
+                    query.ToFloat32(), key.ToFloat32(), value.ToFloat32(), additionalKey.ToFloat32(), additionalValue.ToFloat32(),
+                    shape, options, output, lse);
+            }
+        }
+
+        WriteOutput("--output", outputPath, outputShape, output);
+        if (lsePath is not null)
+        {
+            WriteOutput("--lse", lsePath, lseShape, lse);
+        }
+
+        return ExitCodes.Success;
+    }
+
+    /// <summary>
+    /// The problem's sizes from the arrays' shapes, after checking that they describe one problem.
+    /// The library re-checks the element counts; this names the file that disagrees.
+    /// </summary>
+    internal static AttentionShape InferShape(
+        NpyArray query, NpyArray key, NpyArray value, NpyArray? additionalKey, NpyArray? additionalValue)
+    {
+        var q = query.Shape;
+        if (q.Length is < 4 or > 6)
+        {
+            throw CliException.Usage(
+                $"--query has shape {query.ShapeText}; expected [B, X1(, X2(, X3)), H, D] (4 to 6 dimensions for rank 1 to 3).");
+        }
+
+        CheckNonEmpty("--query", query);
+        var spatial = q[1..^2];
+        var heads = q[^2];
+        var headDim = q[^1];
+
+        void CheckKv(string option, NpyArray array, string last)
+        {
+            var s = array.Shape;
+            var expected = $"[{q[0]}, {string.Join(", ", spatial)}, Hkv, {last}]";
+            if (s.Length != q.Length)
+            {
+                throw CliException.Usage(
+                    $"{option} has shape {array.ShapeText} ({s.Length} dimensions) but --query has {query.ShapeText} ({q.Length}); expected {expected}.");
+            }
+
+            if (s[0] != q[0] || !s[1..^2].SequenceEqual(spatial))
+            {
+                throw CliException.Usage(
+                    $"{option} has shape {array.ShapeText} but --query has {query.ShapeText}; batch and spatial extents must match ({expected}).");
+            }
+
+            CheckNonEmpty(option, array);
+        }
+
+        CheckKv("--key", key, $"D={headDim}");
+        CheckKv("--value", value, "Dv");
+        if (key.Shape[^1] != headDim)
+        {
+            throw CliException.Usage(
+                $"--key has head dimension {key.Shape[^1]} (shape {key.ShapeText}) but --query has {headDim} (shape {query.ShapeText}); they must match.");
+        }
+
+        var kvHeads = key.Shape[^2];
+        if (value.Shape[^2] != kvHeads)
+        {
+            throw CliException.Usage(
+                $"--value has {value.Shape[^2]} heads (shape {value.ShapeText}) but --key has {kvHeads} (shape {key.ShapeText}); they must match.");
+        }
+
+        if (heads % kvHeads != 0)
+        {
+            throw CliException.Usage(
+                $"--query has {heads} heads but --key has {kvHeads}; the query heads must be a multiple of the key/value heads (GQA/MQA).");
+        }
+
+        var valueDim = value.Shape[^1];
+        var additionalTokens = 0;
+        if (additionalKey is not null && additionalValue is not null)
+        {
+            var ak = additionalKey.Shape;
+            var av = additionalValue.Shape;
+            if (ak.Length != 4 || ak[0] != q[0] || ak[2] != kvHeads || ak[3] != headDim)
+            {
+                throw CliException.Usage(
+                    $"--additional-key has shape {additionalKey.ShapeText}; expected [B={q[0]}, Nadd, Hkv={kvHeads}, D={headDim}].");
+            }
+
+            if (av.Length != 4 || av[0] != q[0] || av[1] != ak[1] || av[2] != kvHeads || av[3] != valueDim)
+            {
+                throw CliException.Usage(
+                    $"--additional-value has shape {additionalValue.ShapeText}; expected [B={q[0]}, Nadd={ak[1]}, Hkv={kvHeads}, Dv={valueDim}].");
+            }
+
+            additionalTokens = ak[1];
+            if (additionalTokens == 0)
+            {
+                throw CliException.Usage($"--additional-key has shape {additionalKey.ShapeText}: no additional tokens.");
+            }
+        }
+
+        return new AttentionShape(q[0], AxisValues.PerAxis(spatial), heads, headDim)
+        {
+            KvHeads = kvHeads,
+            ValueDim = valueDim,
+            AdditionalTokens = additionalTokens,
+        };
+    }
+
+    private static void CheckNonEmpty(string option, NpyArray array)
+    {
+        if (array.Shape.Contains(0))
+        {
+            throw CliException.Usage($"{option} has shape {array.ShapeText}; every dimension must be at least 1.");
+        }
+    }
+
+    private static void CheckOutputDirectory(string option, string path)
+    {
+        var directory = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (directory is not null && !Directory.Exists(directory))
+        {
+            throw CliException.Io($"{option} '{path}': directory '{directory}' does not exist.");
+        }
+    }
+
+    private static NpyArray ReadInput(string option, string path)
+    {
+        try
+        {
+            return Npy.Read(path);
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            throw CliException.Io($"{option} '{path}': {ex.Message}", ex);
+        }
+    }
+
+    private static void WriteOutput(string option, string path, int[] shape, float[] data)
+    {
+        try
+        {
+            Npy.Write(path, shape, data);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw CliException.Io($"{option} '{path}': cannot write: {ex.Message}", ex);
+        }
+    }
+}
