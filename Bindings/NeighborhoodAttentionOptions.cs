@@ -28,6 +28,9 @@ public readonly record struct NeighborhoodAttentionOptions
     /// <summary>Score scale; default <c>1 / sqrt(HeadDim)</c>. Must be finite and positive.</summary>
     public double? Scale { get; init; }
 
+    /// <summary>Tile shapes for the <c>fused</c> backend; <c>null</c> picks defaults per rank and head dimension.</summary>
+    public FusedTiles? Tiles { get; init; }
+
     /// <summary>
     /// Backend name (see <see cref="AttentionBackends.Names"/>), or <c>null</c> to pick the fastest
     /// backend that can run the problem.

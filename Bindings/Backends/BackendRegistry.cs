@@ -12,7 +12,7 @@ internal sealed class BackendRegistry
     public BackendRegistry(IEnumerable<IAttentionBackend> backends) => _backends = backends.ToArray();
 
     /// <summary>The library's backends, fastest first; the reference is the last resort.</summary>
-    public static BackendRegistry Default { get; } = new([new NaiveBackend(), new ReferenceBackend()]);
+    public static BackendRegistry Default { get; } = new([new FusedBackend(), new NaiveBackend(), new ReferenceBackend()]);
 
     public IReadOnlyList<IAttentionBackend> Backends => _backends;
 

@@ -9,8 +9,10 @@ internal sealed class AttentionProblem
 {
     internal AttentionProblem(
         AttentionShape shape, int[] spatial, int[] kernelSize, int[] stride, int[] dilation, bool[] causal,
-        double scale, ElementType elementType)
+        double scale, ElementType elementType, int[]? queryTile = null, int[]? keyTile = null)
     {
+        QueryTile = queryTile;
+        KeyTile = keyTile;
         Batch = shape.Batch;
         Heads = shape.Heads;
         KvHeads = shape.KvHeads;
@@ -58,6 +60,12 @@ internal sealed class AttentionProblem
     public bool[] Causal { get; }
 
     public double Scale { get; }
+
+    /// <summary>Fused query tile per axis, or null for the backend's default.</summary>
+    public int[]? QueryTile { get; }
+
+    /// <summary>Fused KV sub-tile per axis, or null for the backend's default.</summary>
+    public int[]? KeyTile { get; }
 
     public ElementType ElementType { get; }
 

@@ -85,9 +85,16 @@ internal static class ProblemValidator
             ThrowHelper.ThrowOptions($"options.Scale is {scale}; the scale must be finite and positive.");
         }
 
+        int[]? queryTile = null, keyTile = null;
+        if (options.Tiles is { } tiles)
+        {
+            queryTile = ResolveTile(tiles.Query, rank, "Tiles.Query");
+            keyTile = ResolveTile(tiles.KeyValue, rank, "Tiles.KeyValue");
+        }
+
         try
         {
-            return new AttentionProblem(shape, spatial, kernel, stride, dilation, causal, scale, elementType);
+            return new AttentionProblem(shape, spatial, kernel, stride, dilation, causal, scale, elementType, queryTile, keyTile);
         }
         catch (OverflowException)
         {
@@ -226,7 +233,9 @@ internal static class ProblemValidator
         {
             if (defaultValue is null)
             {
-                ThrowHelper.ThrowOptions($"options.{name} is required (e.g. new NeighborhoodAttentionOptions(kernelSize: 7)).");
+                ThrowHelper.ThrowOptions(name == "KernelSize"
+                    ? "options.KernelSize is required (e.g. new NeighborhoodAttentionOptions(kernelSize: 7))."
+                    : $"options.{name} is required.");
             }
 
             return Enumerable.Repeat(defaultValue.Value, rank).ToArray();
@@ -237,6 +246,20 @@ internal static class ProblemValidator
         {
             ThrowHelper.ThrowOptions(
                 $"options.{name} has {values.Count} values ({values}) but the problem has {Axes(rank)}; give one value or one per axis.");
+        }
+
+        return resolved;
+    }
+
+    private static int[] ResolveTile(AxisValues values, int rank, string name)
+    {
+        var resolved = ResolveAxes(values, rank, name, defaultValue: null);
+        for (var a = 0; a < rank; a++)
+        {
+            if (resolved[a] < 1)
+            {
+                ThrowHelper.ThrowOptions($"options.{name} on axis {a} is {resolved[a]}; tile extents must be at least 1.");
+            }
         }
 
         return resolved;

@@ -13,16 +13,16 @@ namespace Natten.Kernels.Naive;
 internal static class NaiveAttention
 {
     /// <summary>Workspace bytes the forward allocates (the ∏K weights, plus merge buffers with additional tokens).</summary>
-    public static long ForwardWorkspaceBytes(NaiveParams p, bool wantsLse)
+    public static long ForwardWorkspaceBytes(ProblemParams p, bool wantsLse)
         => sizeof(float) * ((p.Rows * p.WindowSize) + (wantsLse ? 0 : p.Rows)
             + (p.AdditionalTokens > 0 ? (2 * p.Rows * p.ValueDim) + (2 * p.Rows) : 0));
 
     /// <summary>Workspace bytes the backward allocates: weights, dS, the row term, and the additional-token [rows, Nadd] buffers.</summary>
-    public static long BackwardWorkspaceBytes(NaiveParams p)
+    public static long BackwardWorkspaceBytes(ProblemParams p)
         => sizeof(float) * ((2 * p.Rows * p.WindowSize) + p.Rows + (2 * p.Rows * p.AdditionalTokens));
 
     public static void Forward<T, TS>(
-        ComputeDevice device, AcceleratorStream stream, NaiveParams p,
+        ComputeDevice device, AcceleratorStream stream, ProblemParams p,
         ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<T> additionalKey, ArrayView<T> additionalValue,
         ArrayView<T> output, ArrayView<float> lse)
         where T : unmanaged
@@ -58,7 +58,7 @@ internal static class NaiveAttention
     }
 
     public static void Backward<T, TS>(
-        ComputeDevice device, AcceleratorStream stream, NaiveParams p,
+        ComputeDevice device, AcceleratorStream stream, ProblemParams p,
         ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<T> additionalKey, ArrayView<T> additionalValue,
         ArrayView<T> output, ArrayView<float> lse, ArrayView<T> outputGrad,
         ArrayView<T> queryGrad, ArrayView<T> keyGrad, ArrayView<T> valueGrad, ArrayView<T> additionalKeyGrad, ArrayView<T> additionalValueGrad)
@@ -99,8 +99,8 @@ internal static class NaiveAttention
     }
 
     private static void Launch<T1, T2>(
-        ComputeDevice device, AcceleratorStream stream, Action<AcceleratorStream, Index1D, NaiveParams, long, int, T1, T2> kernel,
-        NaiveParams p, long count, T1 a1, T2 a2)
+        ComputeDevice device, AcceleratorStream stream, Action<AcceleratorStream, Index1D, ProblemParams, long, int, T1, T2> kernel,
+        ProblemParams p, long count, T1 a1, T2 a2)
         where T1 : struct
         where T2 : struct
     {
@@ -109,8 +109,8 @@ internal static class NaiveAttention
     }
 
     private static void Launch<T1, T2, T3>(
-        ComputeDevice device, AcceleratorStream stream, Action<AcceleratorStream, Index1D, NaiveParams, long, int, T1, T2, T3> kernel,
-        NaiveParams p, long count, T1 a1, T2 a2, T3 a3)
+        ComputeDevice device, AcceleratorStream stream, Action<AcceleratorStream, Index1D, ProblemParams, long, int, T1, T2, T3> kernel,
+        ProblemParams p, long count, T1 a1, T2 a2, T3 a3)
         where T1 : struct
         where T2 : struct
         where T3 : struct
@@ -120,8 +120,8 @@ internal static class NaiveAttention
     }
 
     private static void Launch<T1, T2, T3, T4, T5>(
-        ComputeDevice device, AcceleratorStream stream, Action<AcceleratorStream, Index1D, NaiveParams, long, int, T1, T2, T3, T4, T5> kernel,
-        NaiveParams p, long count, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5)
+        ComputeDevice device, AcceleratorStream stream, Action<AcceleratorStream, Index1D, ProblemParams, long, int, T1, T2, T3, T4, T5> kernel,
+        ProblemParams p, long count, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5)
         where T1 : struct
         where T2 : struct
         where T3 : struct
@@ -133,8 +133,8 @@ internal static class NaiveAttention
     }
 
     private static void Launch<T1, T2, T3, T4, T5, T6>(
-        ComputeDevice device, AcceleratorStream stream, Action<AcceleratorStream, Index1D, NaiveParams, long, int, T1, T2, T3, T4, T5, T6> kernel,
-        NaiveParams p, long count, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6)
+        ComputeDevice device, AcceleratorStream stream, Action<AcceleratorStream, Index1D, ProblemParams, long, int, T1, T2, T3, T4, T5, T6> kernel,
+        ProblemParams p, long count, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6)
         where T1 : struct
         where T2 : struct
         where T3 : struct
@@ -147,8 +147,8 @@ internal static class NaiveAttention
     }
 
     private static void Launch<T1, T2, T3, T4, T5, T6, T7, T8>(
-        ComputeDevice device, AcceleratorStream stream, Action<AcceleratorStream, Index1D, NaiveParams, long, int, T1, T2, T3, T4, T5, T6, T7, T8> kernel,
-        NaiveParams p, long count, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6, T7 a7, T8 a8)
+        ComputeDevice device, AcceleratorStream stream, Action<AcceleratorStream, Index1D, ProblemParams, long, int, T1, T2, T3, T4, T5, T6, T7, T8> kernel,
+        ProblemParams p, long count, T1 a1, T2 a2, T3 a3, T4 a4, T5 a5, T6 a6, T7 a7, T8 a8)
         where T1 : struct
         where T2 : struct
         where T3 : struct

@@ -15,7 +15,7 @@ internal static class NaiveKernels
 {
     /// <summary>weights[row, slot] = scale · q·k for the slot's key, −∞ for slots a causal axis truncates.</summary>
     public static void Scores<T, TS>(
-        Index1D index, NaiveParams p, long count, int stride, ArrayView<T> query, ArrayView<T> key, ArrayView<float> weights)
+        Index1D index, ProblemParams p, long count, int stride, ArrayView<T> query, ArrayView<T> key, ArrayView<float> weights)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
     {
@@ -41,7 +41,7 @@ internal static class NaiveKernels
     }
 
     /// <summary>In place over each row's window: weights become softmax probabilities; lse[row] = log Σ exp.</summary>
-    public static void Softmax(Index1D index, NaiveParams p, long count, int stride, ArrayView<float> weights, ArrayView<float> lse)
+    public static void Softmax(Index1D index, ProblemParams p, long count, int stride, ArrayView<float> weights, ArrayView<float> lse)
     {
         for (long row = index.X; row < count; row += stride)
         {
@@ -72,7 +72,7 @@ internal static class NaiveKernels
 
     /// <summary>output[row, c] = Σ_slot weights[row, slot] · v[key(slot), c].</summary>
     public static void WeightedValues<T, TS, TOut, TOutS>(
-        Index1D index, NaiveParams p, long count, int stride, ArrayView<float> weights, ArrayView<T> value, ArrayView<TOut> output)
+        Index1D index, ProblemParams p, long count, int stride, ArrayView<float> weights, ArrayView<T> value, ArrayView<TOut> output)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
         where TOut : unmanaged
@@ -98,7 +98,7 @@ internal static class NaiveKernels
 
     /// <summary>Dense attention of every query over the additional tokens only: output[row, c] and lse[row].</summary>
     public static void AdditionalAttention<T, TS>(
-        Index1D index, NaiveParams p, long count, int stride, ArrayView<T> query, ArrayView<T> additionalKey,
+        Index1D index, ProblemParams p, long count, int stride, ArrayView<T> query, ArrayView<T> additionalKey,
         ArrayView<T> additionalValue, ArrayView<float> output, ArrayView<float> lse)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
@@ -133,7 +133,7 @@ internal static class NaiveKernels
 
     /// <summary>Merges two partial attentions of the same rows over disjoint keys into output and lse.</summary>
     public static void Merge<TOut, TOutS>(
-        Index1D index, NaiveParams p, long count, int stride, ArrayView<float> output1, ArrayView<float> lse1,
+        Index1D index, ProblemParams p, long count, int stride, ArrayView<float> output1, ArrayView<float> lse1,
         ArrayView<float> output2, ArrayView<float> lse2, ArrayView<TOut> output, ArrayView<float> lse)
         where TOut : unmanaged
         where TOutS : struct, IElementStorage<TOut>
@@ -157,7 +157,7 @@ internal static class NaiveKernels
 
     /// <summary>Backward row term D[row] = dO · O.</summary>
     public static void RowTerm<T, TS>(
-        Index1D index, NaiveParams p, long count, int stride, ArrayView<T> output, ArrayView<T> outputGrad, ArrayView<float> rowTerm)
+        Index1D index, ProblemParams p, long count, int stride, ArrayView<T> output, ArrayView<T> outputGrad, ArrayView<float> rowTerm)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
     {
@@ -177,7 +177,7 @@ internal static class NaiveKernels
     /// From recomputed scores: probabilities P = exp(s − lse) (in place) and dS = P · (dO·v − D).
     /// </summary>
     public static void ScoreGradients<T, TS>(
-        Index1D index, NaiveParams p, long count, int stride, ArrayView<float> weights, ArrayView<float> lse,
+        Index1D index, ProblemParams p, long count, int stride, ArrayView<float> weights, ArrayView<float> lse,
         ArrayView<float> rowTerm, ArrayView<T> value, ArrayView<T> outputGrad, ArrayView<float> scoreGrad)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
@@ -208,7 +208,7 @@ internal static class NaiveKernels
 
     /// <summary>The same for the additional tokens: probabilities and dS into [row, m] buffers.</summary>
     public static void AdditionalScoreGradients<T, TS>(
-        Index1D index, NaiveParams p, long count, int stride, ArrayView<T> query, ArrayView<T> additionalKey,
+        Index1D index, ProblemParams p, long count, int stride, ArrayView<T> query, ArrayView<T> additionalKey,
         ArrayView<T> additionalValue, ArrayView<float> lse, ArrayView<float> rowTerm, ArrayView<T> outputGrad,
         ArrayView<float> probs, ArrayView<float> scoreGrad)
         where T : unmanaged
@@ -233,7 +233,7 @@ internal static class NaiveKernels
 
     /// <summary>dQ[row, c] = scale · (Σ_slot dS · k[key(slot), c] + Σ_m dS_add · ak[m, c]).</summary>
     public static void QueryGrad<T, TS>(
-        Index1D index, NaiveParams p, long count, int stride, ArrayView<float> scoreGrad, ArrayView<T> key,
+        Index1D index, ProblemParams p, long count, int stride, ArrayView<float> scoreGrad, ArrayView<T> key,
         ArrayView<float> additionalScoreGrad, ArrayView<T> additionalKey, ArrayView<T> queryGrad)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
@@ -267,7 +267,7 @@ internal static class NaiveKernels
     /// scale · dS · q and P · dO. Channel runs to max(D, Dv).
     /// </summary>
     public static void KeyValueGrad<T, TS>(
-        Index1D index, NaiveParams p, long count, int stride, ArrayView<T> query, ArrayView<T> outputGrad,
+        Index1D index, ProblemParams p, long count, int stride, ArrayView<T> query, ArrayView<T> outputGrad,
         ArrayView<float> probs, ArrayView<float> scoreGrad, ArrayView<T> keyGrad, ArrayView<T> valueGrad)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
@@ -329,7 +329,7 @@ internal static class NaiveKernels
 
     /// <summary>d(additional K) and d(additional V): every query of the batch entry sees every additional token.</summary>
     public static void AdditionalKeyValueGrad<T, TS>(
-        Index1D index, NaiveParams p, long count, int stride, ArrayView<T> query, ArrayView<T> outputGrad,
+        Index1D index, ProblemParams p, long count, int stride, ArrayView<T> query, ArrayView<T> outputGrad,
         ArrayView<float> probs, ArrayView<float> scoreGrad, ArrayView<T> keyGrad, ArrayView<T> valueGrad)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
@@ -376,7 +376,7 @@ internal static class NaiveKernels
     }
 
     /// <summary>The (b, token, kv head) row of the key in window slot <paramref name="slot"/> of query row <paramref name="row"/>, or −1.</summary>
-    private static long KeyRowOfSlot(NaiveParams p, long row, int slot)
+    private static long KeyRowOfSlot(ProblemParams p, long row, int slot)
     {
         var h = (int)(row % p.Heads);
         var bt = row / p.Heads;
@@ -387,14 +387,14 @@ internal static class NaiveKernels
     }
 
     /// <summary>The (b, m, kv head) row of additional token <paramref name="m"/> for query row <paramref name="row"/>.</summary>
-    private static long AdditionalRow(NaiveParams p, long row, int m)
+    private static long AdditionalRow(ProblemParams p, long row, int m)
     {
         var h = (int)(row % p.Heads);
         var b = row / p.Heads / p.Tokens;
         return (((b * p.AdditionalTokens) + m) * p.KvHeads) + p.KvHeadOf(h);
     }
 
-    private static float AdditionalScore<T, TS>(NaiveParams p, long row, int m, ArrayView<T> query, ArrayView<T> additionalKey)
+    private static float AdditionalScore<T, TS>(ProblemParams p, long row, int m, ArrayView<T> query, ArrayView<T> additionalKey)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
     {

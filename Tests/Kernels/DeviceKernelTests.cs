@@ -5,15 +5,25 @@ using Natten.Tests.Support;
 namespace Natten.Tests.Kernels;
 
 /// <summary>
-/// The naive kernels on every accelerator kind, through the device-tensor API: the CPU accelerator
-/// always; CUDA and OpenCL are reported as ignored (not passed) where this machine has none.
+/// The ILGPU backends' kernels on every accelerator kind, through the device-tensor API: the CPU
+/// accelerator always; CUDA and OpenCL are reported as ignored (not passed) where this machine has none.
+/// A pass a backend does not implement yet is reported as ignored with the backend's reason.
 /// </summary>
-[TestFixtureSource(nameof(Accelerators))]
-public sealed class NaiveKernelTests(AcceleratorKind kind)
+[TestFixtureSource(nameof(Fixtures))]
+public sealed class DeviceKernelTests(AcceleratorKind kind, string backend)
 {
     private AttentionDevice _device = null!;
 
-    public static IEnumerable<AcceleratorKind> Accelerators => [AcceleratorKind.Cpu, AcceleratorKind.Cuda, AcceleratorKind.OpenCL];
+    public static IEnumerable<TestFixtureData> Fixtures()
+    {
+        foreach (var backend in new[] { "fused", "naive" })
+        {
+            foreach (var kind in new[] { AcceleratorKind.Cpu, AcceleratorKind.Cuda, AcceleratorKind.OpenCL })
+            {
+                yield return new TestFixtureData(kind, backend);
+            }
+        }
+    }
 
     public static IEnumerable<TestCaseData> Seeds()
         => Enumerable.Range(1, TestData.SweepCount(quick: 60, extended: 1000)).Select(s => new TestCaseData(s).SetName($"{{m}}(seed {s})"));
@@ -61,7 +71,7 @@ public sealed class NaiveKernelTests(AcceleratorKind kind)
         using var dav = _device.Upload<Half>(av, av.Length);
         using var dout = _device.Allocate<Half>(q.Length / s.HeadDim * s.ValueDim);
         using var dlse = _device.Allocate<float>(q.Length / s.HeadDim);
-        NeighborhoodAttention.Forward(dq, dk, dv, dak, dav, s, problem.Options with { Backend = "naive" }, dout, dlse);
+        NeighborhoodAttention.Forward(dq, dk, dv, dak, dav, s, problem.Options with { Backend = backend }, dout, dlse);
 
         // Reference and plain implementation both see the half-rounded inputs; the plain output is rounded to half like the kernel's.
         var (qh, kh, vh, akh, avh) = (FromHalf(q), FromHalf(k), FromHalf(v), FromHalf(ak), FromHalf(av));
@@ -76,6 +86,7 @@ public sealed class NaiveKernelTests(AcceleratorKind kind)
     public void BackwardFloat32MatchesReference(int seed)
     {
         var problem = RandomProblem.Create(seed + 40000, maxTokens: 48);
+        RequireBackward(problem);
         var reference = problem.ToReference();
         var (q, k, v, ak, av) = Inputs(problem, seed);
         var (output, lse) = RunForward(problem, q, k, v, ak, av);
@@ -94,7 +105,7 @@ public sealed class NaiveKernelTests(AcceleratorKind kind)
         using var dv = _device.Allocate<float>(v.Length);
         using var dak = s.AdditionalTokens > 0 ? _device.Allocate<float>(ak.Length) : null;
         using var dav = s.AdditionalTokens > 0 ? _device.Allocate<float>(av.Length) : null;
-        NeighborhoodAttention.Backward(tq, tk, tv, to, tlse, tdO, s, problem.Options with { Backend = "naive" }, dq, dk, dv, tak, tav, dak, dav);
+        NeighborhoodAttention.Backward(tq, tk, tv, to, tlse, tdO, s, problem.Options with { Backend = backend }, dq, dk, dv, tak, tav, dak, dav);
 
         var expected = ReferenceAttention.NeighborhoodBackward(
             reference, TestData.ToDouble(q), TestData.ToDouble(k), TestData.ToDouble(v), TestData.ToDouble(dO), Nullable(ak), Nullable(av));
@@ -115,13 +126,14 @@ public sealed class NaiveKernelTests(AcceleratorKind kind)
     public void BackwardFloat16MatchesReferenceOnRoundedInputs(int seed)
     {
         var problem = RandomProblem.Create(seed + 60000, maxTokens: 32, allowAdditional: false);
+        RequireBackward(problem);
         var (qf, kf, vf, _, _) = Inputs(problem, seed);
         var (q, k, v) = (ToHalf(qf), ToHalf(kf), ToHalf(vf));
         var s = problem.Shape;
         var rows = q.Length / s.HeadDim;
         var output = new Half[rows * s.ValueDim];
         var lse = new float[rows];
-        var options = problem.Options with { Backend = "naive" };
+        var options = problem.Options with { Backend = backend };
         NeighborhoodAttention.Forward(q, k, v, s, options, output, lse);
         var dO = ToHalf(TestData.Floats(new Random(seed), output.Length));
         var (dq, dk, dv) = (new Half[q.Length], new Half[k.Length], new Half[v.Length]);
@@ -151,7 +163,7 @@ public sealed class NaiveKernelTests(AcceleratorKind kind)
     public void NaNInOneKeyReachesOnlyTheQueriesThatSeeIt()
     {
         var shape = new AttentionShape(1, (6, 7), 1, 4);
-        var options = new NeighborhoodAttentionOptions(3) { Backend = "naive" };
+        var options = new NeighborhoodAttentionOptions(3) { Backend = backend };
         var problem = new RandomProblem(shape, options);
         var (q, k, v, ak, av) = Inputs(problem, 9);
         const int poisoned = 17;
@@ -236,6 +248,14 @@ public sealed class NaiveKernelTests(AcceleratorKind kind)
         Assert.Throws<ArgumentException>(() => tensor.CopyTo(new float[5]));
     }
 
+    private void RequireBackward(RandomProblem problem)
+    {
+        if (!AttentionBackends.CanRun(backend, problem.Shape, problem.Options, ElementType.Float32, backward: true, out var reason))
+        {
+            Assert.Ignore($"{backend}: {reason}");
+        }
+    }
+
     private (float[] Output, float[] Lse) RunForward(RandomProblem problem, float[] q, float[] k, float[] v, float[] ak, float[] av)
     {
         var s = problem.Shape;
@@ -244,7 +264,7 @@ public sealed class NaiveKernelTests(AcceleratorKind kind)
         using var dv = _device.Upload<float>(v, v.Length);
         using var dout = _device.Allocate<float>(q.Length / s.HeadDim * s.ValueDim);
         using var dlse = _device.Allocate<float>(q.Length / s.HeadDim);
-        var options = problem.Options with { Backend = "naive" };
+        var options = problem.Options with { Backend = backend };
         if (s.AdditionalTokens > 0)
         {
             using var dak = _device.Upload<float>(ak, ak.Length);

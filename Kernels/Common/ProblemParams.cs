@@ -1,13 +1,12 @@
-using Natten.Kernels.Common;
 
-namespace Natten.Kernels.Naive;
+namespace Natten.Kernels.Common;
 
 /// <summary>
-/// A validated problem as the naive kernels see it, always with three spatial axes: a rank-1 or
+/// A validated problem as the kernels see it, always with three spatial axes: a rank-1 or
 /// rank-2 problem is padded with leading axes of extent 1 and kernel 1 (whose window is the single
 /// position 0), which leaves the row-major token order unchanged. Passed to kernels by value.
 /// </summary>
-internal readonly struct NaiveParams
+internal readonly struct ProblemParams
 {
     public readonly int Batch;
     public readonly int Heads;
@@ -23,7 +22,7 @@ internal readonly struct NaiveParams
     public readonly float Scale;
 
     /// <summary>Creates the parameters from per-axis arrays of one to three axes.</summary>
-    public NaiveParams(
+    public ProblemParams(
         int batch, int heads, int kvHeads, int headDim, int valueDim, int additionalTokens,
         int[] spatial, int[] kernel, int[] stride, int[] dilation, bool[] causal, double scale)
     {
