@@ -9,9 +9,38 @@ public static class AttentionBackends
     /// <summary>Backend names in order of preference (the automatic choice is the first that can run).</summary>
     public static IReadOnlyList<string> Names => BackendRegistry.Default.Backends.Select(b => b.Name).ToArray();
 
-    /// <summary>A one-line description of backend <paramref name="name"/>.</summary>
+    /// <summary>A one-line description of backend <paramref name="name"/>, naming the accelerator an ILGPU backend runs on.</summary>
     /// <exception cref="ArgumentException">Unknown backend name.</exception>
-    public static string Describe(string name) => Get(name).Description;
+    public static string Describe(string name)
+    {
+        var backend = Get(name);
+        if (backend is not IDeviceAttentionBackend)
+        {
+            return backend.Description;
+        }
+
+        try
+        {
+            return $"{backend.Description} [on {Natten.Kernels.Runtime.DeviceRuntime.Default}]";
+        }
+        catch (InvalidOperationException ex)
+        {
+            return $"{backend.Description} [{ex.Message}]";
+        }
+    }
+
+    /// <summary>
+    /// Peak device memory in bytes that one host-span call of backend <paramref name="name"/> allocates
+    /// on its accelerator (tensors plus workspace), or null for a backend that runs in host memory.
+    /// </summary>
+    /// <exception cref="ArgumentException">Unknown backend name, or the shape/options are invalid.</exception>
+    public static long? DeviceMemoryBytes(
+        string name, AttentionShape shape, NeighborhoodAttentionOptions options, ElementType elementType, bool backward)
+    {
+        var backend = Get(name);
+        var problem = ProblemValidator.Validate(shape, options, elementType);
+        return backend.DeviceMemoryBytes(problem, backward ? AttentionPass.Backward : AttentionPass.Forward);
+    }
 
     /// <summary>
     /// Whether backend <paramref name="name"/> can run the forward (or backward) pass of a problem;

@@ -33,6 +33,12 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
         return CanRunOn(device, problem, pass, out reason);
     }
 
+    /// <summary>Workspace bytes beyond the call's tensors (the default: none).</summary>
+    public virtual long WorkspaceBytes(AttentionProblem problem, AttentionPass pass) => 0;
+
+    /// <summary>The host path's device memory: the call's tensors plus the workspace.</summary>
+    public long? DeviceMemoryBytes(AttentionProblem problem, AttentionPass pass) => TensorBytes(problem, pass) + WorkspaceBytes(problem, pass);
+
     public abstract bool CanRunOn(ComputeDevice device, AttentionProblem problem, AttentionPass pass, out string reason);
 
     public abstract void Forward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<float> views);

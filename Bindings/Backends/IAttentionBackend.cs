@@ -24,6 +24,12 @@ internal interface IAttentionBackend
     /// <summary>Whether this backend can run <paramref name="problem"/>; otherwise a one-line reason.</summary>
     bool CanRun(AttentionProblem problem, AttentionPass pass, out string reason);
 
+    /// <summary>
+    /// Peak device memory in bytes one call allocates on the accelerator (tensors plus workspace), or
+    /// null for backends that run in host memory.
+    /// </summary>
+    long? DeviceMemoryBytes(AttentionProblem problem, AttentionPass pass) => null;
+
     void Forward<T>(AttentionProblem problem, in ForwardTensors<T> tensors)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>;
 

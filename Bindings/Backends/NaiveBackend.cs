@@ -15,11 +15,16 @@ internal sealed class NaiveBackend : DeviceBackend
 
     public override string Description => "unfused ILGPU kernels (QK, softmax, AV) with a [rows, ∏K] weight tensor";
 
+    /// <summary>The ∏K weights (and, with additional tokens, the merge buffers; in the backward also dS).</summary>
+    public override long WorkspaceBytes(AttentionProblem problem, AttentionPass pass)
+        => pass == AttentionPass.Forward
+            ? NaiveAttention.ForwardWorkspaceBytes(ToParams(problem), wantsLse: true)
+            : NaiveAttention.BackwardWorkspaceBytes(ToParams(problem));
+
     /// <summary>Whether the problem's tensors and workspaces fit the device.</summary>
     public override bool CanRunOn(ComputeDevice device, AttentionProblem problem, AttentionPass pass, out string reason)
     {
-        var p = ToParams(problem);
-        var workspace = pass == AttentionPass.Forward ? NaiveAttention.ForwardWorkspaceBytes(p, wantsLse: true) : NaiveAttention.BackwardWorkspaceBytes(p);
+        var workspace = WorkspaceBytes(problem, pass);
         var tensors = TensorBytes(problem, pass);
         if (workspace + tensors > device.Accelerator.MemorySize)
         {

@@ -33,7 +33,7 @@ public sealed class ValidationTests
         yield return Invalid("scale infinite", () => Forward(Shape2D, K3 with { Scale = double.PositiveInfinity }), "options", "finite and positive");
         yield return Invalid("scale zero", () => Forward(Shape2D, K3 with { Scale = 0 }), "options", "Scale is 0");
         yield return Invalid("scale negative", () => Forward(Shape2D, K3 with { Scale = -0.5 }), "options", "finite and positive");
-        yield return Invalid("unknown backend", () => Forward(Shape2D, K3 with { Backend = "warp-drive" }), "options", "'warp-drive' is not a known backend; known: naive, reference");
+        yield return Invalid("unknown backend", () => Forward(Shape2D, K3 with { Backend = "warp-drive" }), "options", $"'warp-drive' is not a known backend; known: {string.Join(", ", AttentionBackends.Names)}.");
 
         // Shape.
         yield return Invalid("spatial unspecified", () => Forward(Shape2D with { Spatial = default }, K3), "shape", "Spatial is unspecified");

@@ -35,7 +35,7 @@ internal static class ProfileCommand
           --dtype T           fp32 or fp16 (default fp32)
 
         Measurement:
-          --backend NAME      all (default) or one of: {string.Join(", ", AttentionBackends.Names)}
+          --backend NAMES     all (default), or a comma-separated list of: {string.Join(", ", AttentionBackends.Names)}
           --backward          also time the backward pass
           --warmup N          untimed runs first (default 1)
           --repeat N          timed runs; the median is reported (default 3)
@@ -121,7 +121,8 @@ internal static class ProfileCommand
         var backendArg = args.GetString("--backend") ?? "all";
         var backends = string.Equals(backendArg, "all", StringComparison.OrdinalIgnoreCase)
             ? AttentionBackends.Names
-            : [ProblemOptions.ResolveBackend(backendArg)];
+            : backendArg.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                .Select(ProblemOptions.ResolveBackend).Distinct().ToArray();
 
         var shape = new AttentionShape(batch, AxisValues.PerAxis(spatial), heads, dim)
         {
@@ -383,7 +384,7 @@ internal static class ProfileCommand
               + (IsOptimizedBuild ? string.Empty : "; WARNING: unoptimized (Debug) build, use -c Release for real timings"));
             stdout.WriteLine();
 
-            var rows = new List<string[]> { new[] { "backend", "pass", "median ms", "min ms", "useful TFLOP/s", "vs reference" } };
+            var rows = new List<string[]> { new[] { "backend", "pass", "median ms", "min ms", "useful TFLOP/s", "vs reference", "device MB" } };
             foreach (var m in results.Where(m => m.SkippedReason is null))
             {
                 var speedup = Speedup(m);
@@ -391,6 +392,7 @@ internal static class ProfileCommand
                 [
                     m.Backend, m.Pass, m.MedianMs.ToString("F3", _inv), m.MinMs.ToString("F3", _inv), Fmt(Tflops(m)),
                     speedup is { } x ? x.ToString("F2", _inv) + "x" : "n/a",
+                    DeviceMemory(m) is { } bytes ? (bytes / 1e6).ToString("F2", _inv) : "host",
                 ]);
             }
 
@@ -464,6 +466,7 @@ internal static class ProfileCommand
             WriteNumberOrNull(json, "ms_min", ran ? m.MinMs : null);
             WriteNumberOrNull(json, "useful_tflops", ran ? Tflops(m) : null);
             WriteNumberOrNull(json, "speedup_vs_reference", Speedup(m));
+            WriteNumberOrNull(json, "device_memory_bytes", DeviceMemory(m));
             if (m.SkippedReason is null)
             {
                 json.WriteNull("skipped_reason");
@@ -481,6 +484,11 @@ internal static class ProfileCommand
         private double Tflops(Measurement m) => (m.Pass == "backward" ? backwardFlops : forwardFlops) / (m.MedianMs * 1e-3) / 1e12;
 
         /// <summary>The reference's median over this one's, for the same pass; null when either did not run.</summary>
+        /// <summary>Peak device memory of the measured call (tensors plus workspace); null for host backends.</summary>
+        private double? DeviceMemory(Measurement m)
+            => AttentionBackends.DeviceMemoryBytes(
+                m.Backend, setup.Shape, setup.Options, setup.IsFloat16 ? ElementType.Float16 : ElementType.Float32, m.Pass == "backward");
+
         private double? Speedup(Measurement m)
         {
             var reference = results.Find(r => r.Pass == m.Pass && r.Backend == "reference" && r.SkippedReason is null);
