@@ -7,33 +7,33 @@ namespace Natten.Backends;
 
 /// <summary>
 /// Fused neighborhood attention (Kernels/Fused): one tiled kernel with an online softmax; the
-/// attention weights never exist in memory and no workspace is allocated. Forward only so far.
+/// attention weights never exist in memory. The forward allocates no workspace; the backward only
+/// the row term D (one float per query row) and is deterministic (no atomics).
 /// </summary>
 internal sealed class FusedBackend : DeviceBackend
 {
     public override string Name => "fused";
 
-    public override string Description => "fused tiled ILGPU kernel (FNA forward, float32 math, online softmax, no workspace)";
+    public override string Description => "fused tiled ILGPU kernels (FNA forward and deterministic backward, float32 math, online softmax)";
+
+    public override long WorkspaceBytes(AttentionProblem problem, AttentionPass pass)
+        => pass == AttentionPass.Forward ? 0 : FnaBackward.WorkspaceBytes(NaiveBackend.ToParams(problem));
 
     public override bool CanRunOn(ComputeDevice device, AttentionProblem problem, AttentionPass pass, out string reason)
     {
-        if (pass == AttentionPass.Backward)
-        {
-            reason = "the fused backward pass is not implemented yet";
-            return false;
-        }
-
         var p = NaiveBackend.ToParams(problem);
-        var why = FnaForward.Check(device, p, TileShape(problem, p));
+        var tile = TileShape(problem, p);
+        var why = FnaForward.Check(device, p, tile) ?? (pass == AttentionPass.Backward ? FnaBackward.Check(device, p, tile) : null);
         if (why is not null)
         {
             reason = why;
             return false;
         }
 
-        if (TensorBytes(problem, pass) > device.Accelerator.MemorySize)
+        var bytes = TensorBytes(problem, pass) + WorkspaceBytes(problem, pass);
+        if (bytes > device.Accelerator.MemorySize)
         {
-            reason = $"the tensors need {TensorBytes(problem, pass) / 1e9:0.##} GB on {device.Name} with {device.Accelerator.MemorySize / 1e9:0.##} GB";
+            reason = $"the tensors need {bytes / 1e9:0.##} GB on {device.Name} with {device.Accelerator.MemorySize / 1e9:0.##} GB";
             return false;
         }
 
@@ -48,10 +48,10 @@ internal sealed class FusedBackend : DeviceBackend
         => Forward<ILGPU.Half, Float16Storage>(device, stream, problem, views);
 
     public override void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<float> views)
-        => throw new NotSupportedException("The fused backward pass is not implemented yet.");
+        => Backward<float, Float32Storage>(device, stream, problem, views);
 
     public override void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<ILGPU.Half> views)
-        => throw new NotSupportedException("The fused backward pass is not implemented yet.");
+        => Backward<ILGPU.Half, Float16Storage>(device, stream, problem, views);
 
     /// <summary>The requested tile shape (padded to three axes) or the default for the rank and head dims.</summary>
     internal static FnaTileShape TileShape(AttentionProblem problem, ProblemParams p)
@@ -64,6 +64,16 @@ internal sealed class FusedBackend : DeviceBackend
         }
 
         return FnaTileShape.Default(problem.Rank, problem.HeadDim, problem.ValueDim, p.N0, p.N1, p.N2);
+    }
+
+    private static void Backward<TD, TS>(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<TD> v)
+        where TD : unmanaged
+        where TS : struct, IElementStorage<TD>
+    {
+        var p = NaiveBackend.ToParams(problem);
+        FnaBackward.Backward<TD, TS>(
+            device, stream, p, TileShape(problem, p), v.Query, v.Key, v.Value, v.AdditionalKey, v.AdditionalValue, v.Output, v.LogSumExp,
+            v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad, v.AdditionalKeyGrad, v.AdditionalValueGrad);
     }
 
     private static void Forward<TD, TS>(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<TD> v)

@@ -178,7 +178,7 @@ internal static class FnaForwardKernel
     }
 
     /// <summary>Cooperatively copies the K and V rows of one neighborhood sub-tile into shared memory (zeros past the group's end).</summary>
-    private static void StageNeighborhood<T, TS>(
+    internal static void StageNeighborhood<T, TS>(
         ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int a0, int a1, int a2,
         int batch, int kvHead, ArrayView<T> key, ArrayView<T> value, ArrayView<float> kTile, ArrayView<float> vTile, int tid, int threads)
         where T : unmanaged
@@ -198,7 +198,7 @@ internal static class FnaForwardKernel
     }
 
     /// <summary>Cooperatively copies additional tokens [m, m + sub-tile) into shared memory (zeros past the last token).</summary>
-    private static void StageAdditional<T, TS>(
+    internal static void StageAdditional<T, TS>(
         ProblemParams p, FnaTileShape tile, int m, int batch, int kvHead, ArrayView<T> key, ArrayView<T> value,
         ArrayView<float> kTile, ArrayView<float> vTile, int tid, int threads)
         where T : unmanaged

@@ -66,13 +66,72 @@ public sealed class FusedTileTests
         Assert.That(reason, Does.Contain("threads per group"));
     }
 
-    [Test]
-    public void TheFusedBackwardIsNotClaimed()
+    [TestCaseSource(nameof(Seeds))]
+    public void BackwardWithRandomTileShapesMatchesReference(int seed)
     {
-        var shape = new AttentionShape(1, (6, 6), 1, 8);
-        Assert.That(AttentionBackends.CanRun("fused", shape, new NeighborhoodAttentionOptions(3), ElementType.Float32, true, out var reason), Is.False);
-        Assert.That(reason, Does.Contain("not implemented"));
-        Assert.That(AttentionBackends.Select(shape, new NeighborhoodAttentionOptions(3), ElementType.Float32, backward: true), Is.Not.EqualTo("fused"));
+        var problem = RandomProblem.Create(seed + 90000, maxTokens: 48);
+        var rng = new Random(seed);
+        var rank = problem.Shape.Rank;
+        var options = problem.Options with
+        {
+            Backend = "fused",
+            Tiles = new FusedTiles(
+                AxisValues.PerAxis(Enumerable.Range(0, rank).Select(_ => rng.Next(1, 5)).ToArray()),
+                AxisValues.PerAxis(Enumerable.Range(0, rank).Select(_ => rng.Next(1, 5)).ToArray())),
+        };
+        var s = problem.Shape;
+        var data = new Random(seed + 1);
+        var q = TestData.Floats(data, Rows(s) * s.HeadDim);
+        var k = TestData.Floats(data, Rows(s) / s.Heads * s.KvHeads * s.HeadDim);
+        var v = TestData.Floats(data, Rows(s) / s.Heads * s.KvHeads * s.ValueDim);
+        var ak = TestData.Floats(data, (long)s.Batch * s.AdditionalTokens * s.KvHeads * s.HeadDim);
+        var av = TestData.Floats(data, (long)s.Batch * s.AdditionalTokens * s.KvHeads * s.ValueDim);
+        var dO = TestData.Floats(data, Rows(s) * s.ValueDim);
+        var output = new float[Rows(s) * s.ValueDim];
+        var lse = new float[Rows(s)];
+        NeighborhoodAttention.Forward(q, k, v, ak, av, s, options, output, lse);
+        var (dq, dk, dv, dak, dav) = (new float[q.Length], new float[k.Length], new float[v.Length], new float[ak.Length], new float[av.Length]);
+        NeighborhoodAttention.Backward(q, k, v, ak, av, output, lse, dO, s, options, dq, dk, dv, dak, dav);
+
+        var expected = ReferenceAttention.NeighborhoodBackward(
+            problem.ToReference(), TestData.ToDouble(q), TestData.ToDouble(k), TestData.ToDouble(v), TestData.ToDouble(dO),
+            ak.Length > 0 ? TestData.ToDouble(ak) : null, av.Length > 0 ? TestData.ToDouble(av) : null);
+        var what = $"{problem}, tiles {options.Tiles}";
+        Assert.That(TestData.MaxAbsDiff(expected.Query, dq), Is.LessThanOrEqualTo(Tolerance.Float32Gradient), $"dQ, {what}");
+        Assert.That(TestData.MaxAbsDiff(expected.Key, dk), Is.LessThanOrEqualTo(Tolerance.Float32Gradient), $"dK, {what}");
+        Assert.That(TestData.MaxAbsDiff(expected.Value, dv), Is.LessThanOrEqualTo(Tolerance.Float32Gradient), $"dV, {what}");
+        Assert.That(TestData.MaxAbsDiff(expected.AdditionalKey, dak), Is.LessThanOrEqualTo(Tolerance.Float32Gradient), $"d(additional K), {what}");
+        Assert.That(TestData.MaxAbsDiff(expected.AdditionalValue, dav), Is.LessThanOrEqualTo(Tolerance.Float32Gradient), $"d(additional V), {what}");
+    }
+
+    [Test]
+    public void BackwardIsDeterministic()
+    {
+        var shape = new AttentionShape(2, (9, 7), 4, 16) { KvHeads = 2, AdditionalTokens = 3 };
+        var options = new NeighborhoodAttentionOptions((3, 4)) { Dilation = (2, 1), Stride = (1, 2), Causal = (false, true), Backend = "fused" };
+        var data = new Random(5);
+        var rows = 2 * 9 * 7 * 4;
+        var (q, k, v) = (TestData.Floats(data, rows * 16), TestData.Floats(data, rows / 2 * 16), TestData.Floats(data, rows / 2 * 16));
+        var (ak, av, dO) = (TestData.Floats(data, 2 * 3 * 2 * 16), TestData.Floats(data, 2 * 3 * 2 * 16), TestData.Floats(data, rows * 16));
+        var output = new float[rows * 16];
+        var lse = new float[rows];
+        NeighborhoodAttention.Forward(q, k, v, ak, av, shape, options, output, lse);
+
+        float[][] Run()
+        {
+            var grads = new[] { new float[q.Length], new float[k.Length], new float[v.Length], new float[ak.Length], new float[av.Length] };
+            NeighborhoodAttention.Backward(q, k, v, ak, av, output, lse, dO, shape, options, grads[0], grads[1], grads[2], grads[3], grads[4]);
+            return grads;
+        }
+
+        var first = Run();
+        var second = Run();
+        for (var i = 0; i < first.Length; i++)
+        {
+            Assert.That(
+                first[i].Select(BitConverter.SingleToInt32Bits), Is.EqualTo(second[i].Select(BitConverter.SingleToInt32Bits)),
+                $"gradient {i}: identical bits on every run");
+        }
     }
 
     private static int Rows(AttentionShape s) => Enumerable.Range(0, s.Rank).Aggregate(s.Batch, (n, a) => n * s.Spatial[a]) * s.Heads;
