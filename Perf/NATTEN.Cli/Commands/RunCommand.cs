@@ -24,6 +24,14 @@ internal static class RunCommand
           --additional-key FILE    extra keys every query attends to, [B, Nadd, Hkv, D]
           --additional-value FILE  their values, [B, Nadd, Hkv, Dv] (give both or neither)
 
+        Backward (--backward; runs in float32):
+          --grad-output FILE  dO, [B, X.., H, Dv]
+          --grad-query FILE   writes dQ, [B, X.., H, D]
+          --grad-key FILE     writes dK, [B, X.., Hkv, D]
+          --grad-value FILE   writes dV, [B, X.., Hkv, Dv]
+          --grad-additional-key FILE    writes d(additional K) (with --additional-key)
+          --grad-additional-value FILE  writes d(additional V) (with --additional-value)
+
         Neighborhood:
         {ProblemOptions.Usage}
           --scale S           score scale (default 1/sqrt(D))
@@ -48,6 +56,13 @@ internal static class RunCommand
         var lsePath = args.GetString("--lse");
         var additionalKeyPath = args.GetString("--additional-key");
         var additionalValuePath = args.GetString("--additional-value");
+        var backward = args.GetFlag("--backward");
+        var gradOutputPath = backward ? args.RequireString("--grad-output") : null;
+        var gradQueryPath = backward ? args.RequireString("--grad-query") : null;
+        var gradKeyPath = backward ? args.RequireString("--grad-key") : null;
+        var gradValuePath = backward ? args.RequireString("--grad-value") : null;
+        var gradAdditionalKeyPath = backward ? args.GetString("--grad-additional-key") : null;
+        var gradAdditionalValuePath = backward ? args.GetString("--grad-additional-value") : null;
         var options = ProblemOptions.Read(args, defaultKernelSize: null);
         if (args.GetDouble("--scale") is { } scale)
         {
@@ -65,11 +80,22 @@ internal static class RunCommand
             throw CliException.Usage("--additional-key and --additional-value must be given together.");
         }
 
-        // Fail before the (possibly long) computation when an output cannot be created.
-        CheckOutputDirectory("--output", outputPath);
-        if (lsePath is not null)
+        if ((gradAdditionalKeyPath is not null || gradAdditionalValuePath is not null) && additionalKeyPath is null)
         {
-            CheckOutputDirectory("--lse", lsePath);
+            throw CliException.Usage("--grad-additional-key and --grad-additional-value need --additional-key and --additional-value.");
+        }
+
+        // Fail before the (possibly long) computation when an output cannot be created.
+        foreach (var (option, path) in new[]
+        {
+            ("--output", outputPath), ("--lse", lsePath), ("--grad-query", gradQueryPath), ("--grad-key", gradKeyPath),
+            ("--grad-value", gradValuePath), ("--grad-additional-key", gradAdditionalKeyPath), ("--grad-additional-value", gradAdditionalValuePath),
+        })
+        {
+            if (path is not null)
+            {
+                CheckOutputDirectory(option, path);
+            }
         }
 
         var query = ReadInput("--query", queryPath);
@@ -82,11 +108,11 @@ internal static class RunCommand
         var spatial = query.Shape[1..^2];
         int[] outputShape = [shape.Batch, .. spatial, shape.Heads, shape.ValueDim];
         int[] lseShape = [shape.Batch, .. spatial, shape.Heads];
-        var lse = lsePath is null ? [] : new float[NpyArray.ElementCount(lseShape)];
+        var lse = lsePath is null && !backward ? [] : new float[NpyArray.ElementCount(lseShape)];
         float[] output;
 
         NpyArray?[] inputs = [query, key, value, additionalKey, additionalValue];
-        if (inputs.All(a => a is null || a.IsFloat16))
+        if (!backward && inputs.All(a => a is null || a.IsFloat16))
         {
             var output16 = new Half[NpyArray.ElementCount(outputShape)];
             if (additionalKey is null || additionalValue is null)
@@ -121,6 +147,36 @@ internal static class RunCommand
         if (lsePath is not null)
         {
             WriteOutput("--lse", lsePath, lseShape, lse);
+        }
+
+        if (backward)
+        {
+            var gradOutput = ReadInput("--grad-output", gradOutputPath!);
+            if (!gradOutput.Shape.SequenceEqual(outputShape))
+            {
+                throw CliException.Usage($"--grad-output has shape {gradOutput.ShapeText}; expected the output's shape ({string.Join(", ", outputShape)}).");
+            }
+
+            var dq = new float[query.Length];
+            var dk = new float[key.Length];
+            var dv = new float[value.Length];
+            var dak = new float[additionalKey?.Length ?? 0];
+            var dav = new float[additionalValue?.Length ?? 0];
+            NeighborhoodAttention.Backward(
+                query.ToFloat32(), key.ToFloat32(), value.ToFloat32(), additionalKey?.ToFloat32() ?? [], additionalValue?.ToFloat32() ?? [],
+                output, lse, gradOutput.ToFloat32(), shape, options, dq, dk, dv, dak, dav);
+            WriteOutput("--grad-query", gradQueryPath!, query.Shape, dq);
+            WriteOutput("--grad-key", gradKeyPath!, key.Shape, dk);
+            WriteOutput("--grad-value", gradValuePath!, value.Shape, dv);
+            if (gradAdditionalKeyPath is not null)
+            {
+                WriteOutput("--grad-additional-key", gradAdditionalKeyPath, additionalKey!.Shape, dak);
+            }
+
+            if (gradAdditionalValuePath is not null)
+            {
+                WriteOutput("--grad-additional-value", gradAdditionalValuePath, additionalValue!.Shape, dav);
+            }
         }
 
         return ExitCodes.Success;
