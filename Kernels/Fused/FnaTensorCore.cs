@@ -1,0 +1,91 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Natten.Kernels.Common;
+using Natten.Kernels.Cuda;
+using Natten.Kernels.Runtime;
+
+namespace Natten.Kernels.Fused;
+
+/// <summary>The tensor-core forward kernel for one 16-bit format, compiled once per accelerator.</summary>
+internal sealed class FnaTensorCoreKernelSet<TFormat>
+    where TFormat : struct, IHalfFormat
+{
+    public FnaTensorCoreKernelSet(Accelerator accelerator)
+        => Forward = accelerator.LoadKernel<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int>(
+            FnaTensorCoreKernel.Forward<TFormat>);
+
+    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Forward { get; }
+}
+
+/// <summary>Host side of the tensor-core forward: tile choice, limits and the launch (no workspace).</summary>
+internal static class FnaTensorCore
+{
+    /// <summary>Bytes of static shared memory the kernel declares (scores, row statistics, emulation scratch).</summary>
+    public const int StaticSharedBytes =
+        (FnaTensorCoreKernel.MaxScores + (3 * 16 * FnaTensorCoreKernel.MaxWarps)) * sizeof(float)
+        + (TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps * sizeof(uint));
+
+    /// <summary>Dynamic shared memory in 16-bit words: Q, K, V and P tiles.</summary>
+    public static int DynamicSharedWords(ProblemParams p, FnaTileShape tile)
+        => (tile.QueryTile * p.HeadDim) + (tile.KeyTile * (p.HeadDim + p.ValueDim)) + (tile.QueryTile * tile.KeyTile);
+
+    /// <summary>
+    /// Defaults: 64 / 8×8 / 4×4×4 queries (4 warps) with KV sub-tiles of 32 / 4×8 / 2×4×4 keys for D ≤ 128;
+    /// 32 queries and 16 keys above. Axes shorter than a tile extent keep the extent (the edge tiles are partial).
+    /// </summary>
+    public static FnaTileShape Default(int rank, int headDim)
+    {
+        var large = headDim > 128;
+        return rank switch
+        {
+            1 => large ? new FnaTileShape(1, 1, 32, 1, 1, 16) : new FnaTileShape(1, 1, 64, 1, 1, 32),
+            2 => large ? new FnaTileShape(1, 4, 8, 1, 4, 4) : new FnaTileShape(1, 8, 8, 1, 4, 8),
+            _ => large ? new FnaTileShape(2, 4, 4, 1, 4, 4) : new FnaTileShape(4, 4, 4, 2, 4, 4),
+        };
+    }
+
+    /// <summary>Why the tensor-core kernel cannot run this problem and tile on the device, or null.</summary>
+    public static string? Check(ComputeDevice device, ProblemParams p, FnaTileShape tile)
+    {
+        if (p.HeadDim % 16 != 0 || p.ValueDim % 8 != 0 || p.ValueDim > FnaTensorCoreKernel.MaxValueDim)
+        {
+            return $"the tensor-core kernel needs D % 16 == 0 and Dv % 8 == 0 with Dv ≤ {FnaTensorCoreKernel.MaxValueDim} (D={p.HeadDim}, Dv={p.ValueDim})";
+        }
+
+        if (tile.QueryTile % 16 != 0 || tile.QueryTile > 16 * FnaTensorCoreKernel.MaxWarps || tile.KeyTile % 16 != 0
+            || tile.QueryTile * tile.KeyTile > FnaTensorCoreKernel.MaxScores)
+        {
+            return $"tile shape {tile}: the tensor-core kernel needs a query tile of 16, 32, 48 or 64 and a KV sub-tile that is a multiple of 16";
+        }
+
+        if (device.Accelerator.WarpSize != 32)
+        {
+            return $"the tensor-core kernel needs 32-lane warps; {device.Name} has {device.Accelerator.WarpSize}";
+        }
+
+        var bytes = StaticSharedBytes + (DynamicSharedWords(p, tile) * sizeof(ushort));
+        if (bytes > device.Accelerator.MaxSharedMemoryPerGroup)
+        {
+            return $"tile shape {tile} with D={p.HeadDim}, Dv={p.ValueDim} needs {bytes} bytes of shared memory; {device.Name} allows {device.Accelerator.MaxSharedMemoryPerGroup}";
+        }
+
+        return FnaForward.Check(device, p, tile);
+    }
+
+    public static void Forward<TFormat>(
+        ComputeDevice device, AcceleratorStream stream, ProblemParams p, FnaTileShape tile,
+        ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue,
+        ArrayView<ushort> output, ArrayView<float> lse)
+        where TFormat : struct, IHalfFormat
+    {
+        var kernels = device.Kernels(a => new FnaTensorCoreKernelSet<TFormat>(a));
+        var tiles = p.D0 * FnaForwardKernel.TilesPerGroup(p.N0, p.D0, tile.Q0)
+            * p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1)
+            * p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
+        var config = new KernelConfig(
+            new Index3D(tiles, p.Heads, p.Batch),
+            new Index3D(tile.QueryTile * 2, 1, 1),
+            SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile)));
+        kernels.Forward(stream, config, p, tile, query, key, value, additionalKey, additionalValue, output, lse, lse.Length > 0 ? 1 : 0);
+    }
+}

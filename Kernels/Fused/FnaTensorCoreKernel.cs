@@ -1,0 +1,356 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using Natten.Kernels.Common;
+using Natten.Kernels.Cuda;
+
+namespace Natten.Kernels.Fused;
+
+/// <summary>
+/// Fused neighborhood attention forward on tensor cores (FlashAttention-2 class, sm_80 <c>mma.sync</c>
+/// m16n8k16, fp16 or bf16 inputs, f32 accumulation). One group per (query tile, head, batch) as in
+/// <see cref="FnaForwardKernel"/>; the tile's 16·W queries are split into W warps of 16 rows. Per KV
+/// sub-tile: S = Q·Kᵀ on tensor cores (staged to shared memory in float), the row-wise online
+/// softmax with the tile's masking (a lane per row), P rounded to the input format, then
+/// O += P·V on tensor cores with O in per-lane accumulators. Where <c>mma.sync</c> is not available
+/// (<see cref="ILGPU.Runtime.Cuda.CudaAsm.IsSupported"/> false) the same fragments go through
+/// <see cref="TensorCore.Emulate{TFormat}"/>, so the CPU accelerator runs exactly this tiling,
+/// masking, softmax and fragment layout.
+/// </summary>
+/// <remarks>
+/// Requirements (checked by <c>FnaTensorCore.Check</c>): D a multiple of 16, Dv a multiple of 8
+/// (at most <see cref="MaxValueDim"/>), query tile 16·W (W ≤ 4), KV sub-tile a multiple of 16, query
+/// tile × KV sub-tile ≤ <see cref="MaxScores"/>. Dynamic shared memory (16-bit words): Q [tile × D],
+/// K [sub-tile × D], V [sub-tile × Dv], P [tile × sub-tile]. Static: the float scores and row statistics.
+/// Version 1: O accumulators and per-lane fragments live in a local array (ILGPU does not unroll), so on a
+/// GPU they may spill; the PTX should be checked for local-memory traffic before tuning.
+/// </remarks>
+internal static class FnaTensorCoreKernel
+{
+    public const int MaxWarps = 4;
+    public const int MaxScores = 64 * 64;
+    public const int MaxValueDim = 256;
+    private const float Log2E = 1.4426950408889634f;
+
+    public static void Forward<TFormat>(
+        ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value,
+        ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue, ArrayView<ushort> output, ArrayView<float> lse, int writeLse)
+        where TFormat : struct, IHalfFormat
+    {
+        // Static shared memory: float scores [tile × sub-tile], row statistics, and the mma emulation's scratch.
+        var scores = SharedMemory.Allocate<float>(MaxScores);
+        var rowMax = SharedMemory.Allocate<float>(16 * MaxWarps);
+        var rowSum = SharedMemory.Allocate<float>(16 * MaxWarps);
+        var rowScale = SharedMemory.Allocate<float>(16 * MaxWarps);
+        var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * MaxWarps);
+        var accumulators = LocalMemory.Allocate<float>(MaxValueDim / 2);
+
+        var tiles1 = p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1);
+        var tiles2 = p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
+        var x = Grid.IdxX;
+        var axis0 = TileAxis.Create(x / tiles2 / tiles1, p.N0, p.K0, p.S0, p.D0, p.C0, tile.Q0);
+        var axis1 = TileAxis.Create(x / tiles2 % tiles1, p.N1, p.K1, p.S1, p.D1, p.C1, tile.Q1);
+        var axis2 = TileAxis.Create(x % tiles2, p.N2, p.K2, p.S2, p.D2, p.C2, tile.Q2);
+        if (axis0.IsEmpty || axis1.IsEmpty || axis2.IsEmpty)
+        {
+            return;
+        }
+
+        var head = Grid.IdxY;
+        var batch = Grid.IdxZ;
+        var kvHead = p.KvHeadOf(head);
+        var tid = Group.IdxX;
+        var threads = Group.DimX;
+        var warp = tid / 32;
+        var lane = tid % 32;
+        var g = lane / 4;
+        var t = lane % 4;
+        var scratch = scratchAll.SubView(warp * TensorCore.ScratchWordsPerWarp, TensorCore.ScratchWordsPerWarp);
+        var keysPerTile = tile.KeyTile;
+        var shared = SharedMemory.GetDynamic<ushort>();
+        var qTile = shared.SubView(0, tile.QueryTile * p.HeadDim);
+        var kTile = shared.SubView(tile.QueryTile * p.HeadDim, keysPerTile * p.HeadDim);
+        var vTile = shared.SubView((tile.QueryTile + keysPerTile) * p.HeadDim, keysPerTile * p.ValueDim);
+        var pTile = shared.SubView(((tile.QueryTile + keysPerTile) * p.HeadDim) + (keysPerTile * p.ValueDim), tile.QueryTile * keysPerTile);
+
+        // Stage Q (unscaled; the scale is applied to S in float) and reset the row statistics.
+        for (var e = tid; e < tile.QueryTile * p.HeadDim; e += threads)
+        {
+            var local = e / p.HeadDim;
+            var row = QueryRow(p, tile, axis0, axis1, axis2, local, batch, head);
+            qTile[e] = row < 0 ? (ushort)0 : query[(row * p.HeadDim) + (e % p.HeadDim)];
+        }
+
+        for (var r = tid; r < tile.QueryTile; r += threads)
+        {
+            rowMax[r] = float.NegativeInfinity;
+            rowSum[r] = 0f;
+            rowScale[r] = 1f;
+        }
+
+        for (var i = 0; i < p.ValueDim / 2; i++)
+        {
+            accumulators[i] = 0f;
+        }
+
+        var scoreScale = p.Scale * Log2E;
+
+        for (var a0 = axis0.RangeStart; a0 < axis0.RangeEnd; a0 += tile.K0)
+        {
+            for (var a1 = axis1.RangeStart; a1 < axis1.RangeEnd; a1 += tile.K1)
+            {
+                for (var a2 = axis2.RangeStart; a2 < axis2.RangeEnd; a2 += tile.K2)
+                {
+                    Group.Barrier();
+                    StageNeighborhood(p, tile, axis0, axis1, axis2, a0, a1, a2, batch, kvHead, key, value, kTile, vTile, tid, threads);
+                    Group.Barrier();
+                    Scores<TFormat>(p, warp, g, t, keysPerTile, qTile, kTile, scores, scoreScale, scratch);
+                    Group.Barrier();
+                    var inside = axis0.InsideEveryWindow(a0, tile.K0) && axis1.InsideEveryWindow(a1, tile.K1) && axis2.InsideEveryWindow(a2, tile.K2);
+                    if (lane < 16)
+                    {
+                        var local = (warp * 16) + lane;
+                        var q2 = local % tile.Q2;
+                        var q1 = local / tile.Q2 % tile.Q1;
+                        var q0 = local / tile.Q2 / tile.Q1;
+                        var valid = axis0.HasQuery(q0) && axis1.HasQuery(q1) && axis2.HasQuery(q2);
+                        if (inside)
+                        {
+                            SoftmaxRow<TFormat, NoMask>(new NoMask(), valid, local, a0, a1, a2, tile.K1, tile.K2, keysPerTile, scores, pTile, rowMax, rowSum, rowScale);
+                        }
+                        else
+                        {
+                            var window = new WindowMask(
+                                axis0.WindowStart(q0), axis0.WindowEnd(q0), axis1.WindowStart(q1), axis1.WindowEnd(q1), axis2.WindowStart(q2), axis2.WindowEnd(q2));
+                            SoftmaxRow<TFormat, WindowMask>(window, valid, local, a0, a1, a2, tile.K1, tile.K2, keysPerTile, scores, pTile, rowMax, rowSum, rowScale);
+                        }
+                    }
+
+                    Group.Barrier();
+                    UpdateOutput<TFormat>(p, warp, g, t, keysPerTile, pTile, vTile, rowScale, accumulators, scratch);
+                }
+            }
+        }
+
+        for (var m = 0; m < p.AdditionalTokens; m += keysPerTile)
+        {
+            Group.Barrier();
+            StageAdditional(p, keysPerTile, m, batch, kvHead, additionalKey, additionalValue, kTile, vTile, tid, threads);
+            Group.Barrier();
+            Scores<TFormat>(p, warp, g, t, keysPerTile, qTile, kTile, scores, scoreScale, scratch);
+            Group.Barrier();
+            if (lane < 16)
+            {
+                var local = (warp * 16) + lane;
+                var valid = axis0.HasQuery(local / tile.Q2 / tile.Q1) && axis1.HasQuery(local / tile.Q2 % tile.Q1) && axis2.HasQuery(local % tile.Q2);
+                SoftmaxRow<TFormat, PrefixMask>(
+                    new PrefixMask(p.AdditionalTokens - m), valid, local, 0, 0, 0, 1, keysPerTile, keysPerTile, scores, pTile, rowMax, rowSum, rowScale);
+            }
+
+            Group.Barrier();
+            UpdateOutput<TFormat>(p, warp, g, t, keysPerTile, pTile, vTile, rowScale, accumulators, scratch);
+        }
+
+        // Normalise and store: lane (g, t) holds rows g and g + 8 of its warp, columns 2t, 2t+1 of every 8-column tile.
+        Group.Barrier();
+        for (var half = 0; half < 2; half++)
+        {
+            var local = (warp * 16) + g + (8 * half);
+            var row = QueryRow(p, tile, axis0, axis1, axis2, local, batch, head);
+            if (row < 0)
+            {
+                continue;
+            }
+
+            var sum = rowSum[local];
+            var inverse = sum == 0f ? 0f : 1f / sum;
+            for (var n = 0; n < p.ValueDim / 8; n++)
+            {
+                for (var j = 0; j < 2; j++)
+                {
+                    output[(row * p.ValueDim) + (n * 8) + (2 * t) + j] = TFormat.FromFloat(accumulators[(n * 4) + (2 * half) + j] * inverse);
+                }
+            }
+
+            if (writeLse != 0 && t == 0)
+            {
+                lse[row] = sum == 0f ? float.NegativeInfinity : (rowMax[local] + XMath.Log2(sum)) * 0.6931471805599453f;
+            }
+        }
+    }
+
+    /// <summary>S = Q·Kᵀ · scale·log2 e for this warp's 16 rows and every key of the sub-tile, into shared floats.</summary>
+    private static void Scores<TFormat>(
+        ProblemParams p, int warp, int g, int t, int keys, ArrayView<ushort> qTile, ArrayView<ushort> kTile, ArrayView<float> scores,
+        float scoreScale, ArrayView<uint> scratch)
+        where TFormat : struct, IHalfFormat
+    {
+        var r0 = warp * 16;
+        for (var n = 0; n < keys / 8; n++)
+        {
+            float c0 = 0f, c1 = 0f, c2 = 0f, c3 = 0f;
+            for (var ks = 0; ks < p.HeadDim / 16; ks++)
+            {
+                var col = (ks * 16) + (2 * t);
+                var a0 = Pair(qTile, ((r0 + g) * p.HeadDim) + col);
+                var a1 = Pair(qTile, ((r0 + g + 8) * p.HeadDim) + col);
+                var a2 = Pair(qTile, ((r0 + g) * p.HeadDim) + col + 8);
+                var a3 = Pair(qTile, ((r0 + g + 8) * p.HeadDim) + col + 8);
+                var b0 = Pair(kTile, (((n * 8) + g) * p.HeadDim) + col);
+                var b1 = Pair(kTile, (((n * 8) + g) * p.HeadDim) + col + 8);
+                TFormat.Mma(a0, a1, a2, a3, b0, b1, ref c0, ref c1, ref c2, ref c3, scratch);
+            }
+
+            var key = (n * 8) + (2 * t);
+            scores[((r0 + g) * keys) + key] = c0 * scoreScale;
+            scores[((r0 + g) * keys) + key + 1] = c1 * scoreScale;
+            scores[((r0 + g + 8) * keys) + key] = c2 * scoreScale;
+            scores[((r0 + g + 8) * keys) + key + 1] = c3 * scoreScale;
+        }
+    }
+
+    /// <summary>
+    /// One row's online-softmax step over the sub-tile: new max over the keys the mask allows, the
+    /// rescale factor for the row's output, the running sum, and P (rounded to the input format; 0 where masked).
+    /// </summary>
+    private static void SoftmaxRow<TFormat, TMask>(
+        TMask mask, bool valid, int local, int a0, int a1, int a2, int extent1, int extent2, int keys,
+        ArrayView<float> scores, ArrayView<ushort> pTile, ArrayView<float> rowMax, ArrayView<float> rowSum, ArrayView<float> rowScale)
+        where TFormat : struct, IHalfFormat
+        where TMask : struct, IKeyMask
+    {
+        var previous = rowMax[local];
+        var max = previous;
+        for (var slot = 0; slot < keys; slot++)
+        {
+            var s = scores[(local * keys) + slot];
+            if (valid && Allowed(mask, slot, a0, a1, a2, extent1, extent2) && s > max)
+            {
+                max = s;
+            }
+        }
+
+        // No key seen yet: keep the accumulators as they are (all zero) and write P = 0.
+        var correction = max == float.NegativeInfinity ? 1f : XMath.Exp2(previous - max);
+        var sum = rowSum[local] * correction;
+        for (var slot = 0; slot < keys; slot++)
+        {
+            var s = scores[(local * keys) + slot];
+            var pValue = valid && Allowed(mask, slot, a0, a1, a2, extent1, extent2) ? XMath.Exp2(s - max) : 0f;
+            pTile[(local * keys) + slot] = TFormat.FromFloat(pValue);
+
+            // As FlashAttention-2: the running sum (hence the LSE) in float32; only P·V sees the rounded P.
+            sum += pValue;
+        }
+
+        rowMax[local] = max;
+        rowSum[local] = sum;
+        rowScale[local] = correction;
+    }
+
+    /// <summary>O = O · correction + P·V for this warp's rows, on tensor cores.</summary>
+    private static void UpdateOutput<TFormat>(
+        ProblemParams p, int warp, int g, int t, int keys, ArrayView<ushort> pTile, ArrayView<ushort> vTile, ArrayView<float> rowScale,
+        ArrayView<float> accumulators, ArrayView<uint> scratch)
+        where TFormat : struct, IHalfFormat
+    {
+        var r0 = warp * 16;
+        var scaleTop = rowScale[r0 + g];
+        var scaleBottom = rowScale[r0 + g + 8];
+        for (var n = 0; n < p.ValueDim / 8; n++)
+        {
+            var c0 = accumulators[n * 4] * scaleTop;
+            var c1 = accumulators[(n * 4) + 1] * scaleTop;
+            var c2 = accumulators[(n * 4) + 2] * scaleBottom;
+            var c3 = accumulators[(n * 4) + 3] * scaleBottom;
+            var column = (n * 8) + g;
+            for (var ks = 0; ks < keys / 16; ks++)
+            {
+                var k = (ks * 16) + (2 * t);
+                var a0 = Pair(pTile, ((r0 + g) * keys) + k);
+                var a1 = Pair(pTile, ((r0 + g + 8) * keys) + k);
+                var a2 = Pair(pTile, ((r0 + g) * keys) + k + 8);
+                var a3 = Pair(pTile, ((r0 + g + 8) * keys) + k + 8);
+
+                // B(k, n) = V[key k][column n]: two rows of V per register.
+                var b0 = TensorCore.Pack(vTile[(k * p.ValueDim) + column], vTile[((k + 1) * p.ValueDim) + column]);
+                var b1 = TensorCore.Pack(vTile[((k + 8) * p.ValueDim) + column], vTile[((k + 9) * p.ValueDim) + column]);
+                TFormat.Mma(a0, a1, a2, a3, b0, b1, ref c0, ref c1, ref c2, ref c3, scratch);
+            }
+
+            accumulators[n * 4] = c0;
+            accumulators[(n * 4) + 1] = c1;
+            accumulators[(n * 4) + 2] = c2;
+            accumulators[(n * 4) + 3] = c3;
+        }
+    }
+
+    private static bool Allowed<TMask>(TMask mask, int slot, int a0, int a1, int a2, int extent1, int extent2)
+        where TMask : struct, IKeyMask
+        => mask.Allows(a0 + (slot / extent2 / extent1), a1 + (slot / extent2 % extent1), a2 + (slot % extent2));
+
+    private static uint Pair(ArrayView<ushort> values, int index) => TensorCore.Pack(values[index], values[index + 1]);
+
+    /// <summary>The (b, token, head) row of tile-local query <paramref name="local"/>, or −1 when the tile has no such query.</summary>
+    private static long QueryRow(ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int local, int batch, int head)
+    {
+        var q2 = local % tile.Q2;
+        var q1 = local / tile.Q2 % tile.Q1;
+        var q0 = local / tile.Q2 / tile.Q1;
+        if (!(axis0.HasQuery(q0) && axis1.HasQuery(q1) && axis2.HasQuery(q2)))
+        {
+            return -1;
+        }
+
+        return (((batch * p.Tokens) + p.Token(axis0.Coordinate(q0), axis1.Coordinate(q1), axis2.Coordinate(q2))) * p.Heads) + head;
+    }
+
+    private static void StageNeighborhood(
+        ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int a0, int a1, int a2,
+        int batch, int kvHead, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> kTile, ArrayView<ushort> vTile, int tid, int threads)
+    {
+        for (var e = tid; e < tile.KeyTile * p.HeadDim; e += threads)
+        {
+            var row = KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.HeadDim, batch, kvHead);
+            kTile[e] = row < 0 ? (ushort)0 : key[(row * p.HeadDim) + (e % p.HeadDim)];
+        }
+
+        for (var e = tid; e < tile.KeyTile * p.ValueDim; e += threads)
+        {
+            var row = KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.ValueDim, batch, kvHead);
+            vTile[e] = row < 0 ? (ushort)0 : value[(row * p.ValueDim) + (e % p.ValueDim)];
+        }
+    }
+
+    private static void StageAdditional(
+        ProblemParams p, int keys, int m, int batch, int kvHead, ArrayView<ushort> key, ArrayView<ushort> value,
+        ArrayView<ushort> kTile, ArrayView<ushort> vTile, int tid, int threads)
+    {
+        for (var e = tid; e < keys * p.HeadDim; e += threads)
+        {
+            var token = m + (e / p.HeadDim);
+            var row = ((((long)batch * p.AdditionalTokens) + token) * p.KvHeads) + kvHead;
+            kTile[e] = token < p.AdditionalTokens ? key[(row * p.HeadDim) + (e % p.HeadDim)] : (ushort)0;
+        }
+
+        for (var e = tid; e < keys * p.ValueDim; e += threads)
+        {
+            var token = m + (e / p.ValueDim);
+            var row = ((((long)batch * p.AdditionalTokens) + token) * p.KvHeads) + kvHead;
+            vTile[e] = token < p.AdditionalTokens ? value[(row * p.ValueDim) + (e % p.ValueDim)] : (ushort)0;
+        }
+    }
+
+    private static long KeyRow(
+        ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int a0, int a1, int a2, int slot, int batch, int kvHead)
+    {
+        var j2 = a2 + (slot % tile.K2);
+        var j1 = a1 + (slot / tile.K2 % tile.K1);
+        var j0 = a0 + (slot / tile.K2 / tile.K1);
+        if (j0 >= axis0.GroupLength || j1 >= axis1.GroupLength || j2 >= axis2.GroupLength)
+        {
+            return -1;
+        }
+
+        return ((((long)batch * p.Tokens) + p.Token(axis0.Original(j0), axis1.Original(j1), axis2.Original(j2))) * p.KvHeads) + kvHead;
+    }
+}
