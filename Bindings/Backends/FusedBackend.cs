@@ -1,5 +1,6 @@
 using ILGPU.Runtime;
 using Natten.Kernels.Common;
+using Natten.Kernels.Cuda;
 using Natten.Kernels.Fused;
 using Natten.Kernels.Runtime;
 
@@ -44,8 +45,33 @@ internal sealed class FusedBackend : DeviceBackend
     public override void Forward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<float> views)
         => Forward<float, Float32Storage>(device, stream, problem, views);
 
+    /// <summary>
+    /// Half storage runs on the tensor-core kernel when the head dims and tile shape fit it (see
+    /// <see cref="TensorCoreTile"/>), otherwise on the float32-math kernel.
+    /// </summary>
     public override void Forward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<ILGPU.Half> views)
-        => Forward<ILGPU.Half, Float16Storage>(device, stream, problem, views);
+    {
+        var p = NaiveBackend.ToParams(problem);
+        if (TensorCoreTile(device, problem, p) is { } tile)
+        {
+            FnaTensorCore.Forward<Fp16Format>(
+                device, stream, p, tile, views.Query.Cast<ushort>(), views.Key.Cast<ushort>(), views.Value.Cast<ushort>(),
+                views.AdditionalKey.Cast<ushort>(), views.AdditionalValue.Cast<ushort>(), views.Output.Cast<ushort>(), views.LogSumExp);
+            return;
+        }
+
+        Forward<ILGPU.Half, Float16Storage>(device, stream, problem, views);
+    }
+
+    /// <summary>
+    /// The tile shape for the tensor-core kernel (the requested one, or its default), or null when that
+    /// kernel cannot run the problem (head dims not multiples of 16/8, tile not a multiple of 16, …).
+    /// </summary>
+    internal static FnaTileShape? TensorCoreTile(ComputeDevice device, AttentionProblem problem, ProblemParams p)
+    {
+        var tile = problem.QueryTile is not null ? TileShape(problem, p) : FnaTensorCore.Default(problem.Rank, Math.Max(problem.HeadDim, problem.ValueDim));
+        return FnaTensorCore.Check(device, p, tile) is null ? tile : null;
+    }
 
     public override void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<float> views)
         => Backward<float, Float32Storage>(device, stream, problem, views);
