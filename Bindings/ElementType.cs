@@ -8,4 +8,7 @@ public enum ElementType
 
     /// <summary>IEEE binary16 (<see cref="Half"/>).</summary>
     Float16,
+
+    /// <summary>bfloat16, carried as raw bits in <see cref="ushort"/> (see <see cref="BFloat16Conversions"/>).</summary>
+    BFloat16,
 }

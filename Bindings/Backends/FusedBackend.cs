@@ -11,7 +11,7 @@ namespace Natten.Backends;
 /// attention weights never exist in memory. The forward allocates no workspace; the backward only
 /// the row term D (one float per query row) and is deterministic (no atomics).
 /// </summary>
-internal sealed class FusedBackend : DeviceBackend
+internal sealed class FusedBackend : DeviceBackend, IBFloat16Backend
 {
     public override string Name => "fused";
 
@@ -61,6 +61,37 @@ internal sealed class FusedBackend : DeviceBackend
         }
 
         Forward<ILGPU.Half, Float16Storage>(device, stream, problem, views);
+    }
+
+    /// <summary>
+    /// bfloat16 on the tensor-core kernel when it fits the problem; otherwise through the float32 path
+    /// (inputs widened exactly, output rounded to bf16).
+    /// </summary>
+    public void ForwardBFloat16(AttentionProblem problem, in ForwardTensors<ushort> t)
+    {
+        var device = DeviceRuntime.Default;
+        var p = NaiveBackend.ToParams(problem);
+        if (TensorCoreTile(device, problem, p) is not { } tile)
+        {
+            NeighborhoodAttention.ForwardBFloat16ViaFloat32(this, problem, t);
+            return;
+        }
+
+        var accelerator = device.Accelerator;
+        using var q = accelerator.Allocate1D(t.Query.ToArray());
+        using var k = accelerator.Allocate1D(t.Key.ToArray());
+        using var v = accelerator.Allocate1D(t.Value.ToArray());
+        using var ak = accelerator.Allocate1D(t.AdditionalKey.ToArray());
+        using var av = accelerator.Allocate1D(t.AdditionalValue.ToArray());
+        using var o = accelerator.Allocate1D<ushort>(problem.OutputLength);
+        using var lse = accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
+        FnaTensorCore.Forward<Bf16Format>(device, accelerator.DefaultStream, p, tile, q.View, k.View, v.View, ak.View, av.View, o.View, lse.View);
+        accelerator.DefaultStream.Synchronize();
+        o.View.BaseView.CopyToCPU(t.Output[..(int)problem.OutputLength]);
+        if (!t.LogSumExp.IsEmpty)
+        {
+            lse.View.BaseView.CopyToCPU(t.LogSumExp[..(int)problem.LseLength]);
+        }
     }
 
     /// <summary>

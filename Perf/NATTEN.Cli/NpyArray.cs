@@ -42,6 +42,9 @@ internal sealed class NpyArray
         return new NpyArray((int[])shape.Clone(), null, data);
     }
 
+    /// <summary>The elements as float16 (the array itself when already float16; float32 values are rounded).</summary>
+    public Half[] ToFloat16() => Float16Data ?? [.. Float32Data!.Select(x => (Half)x)];
+
     /// <summary>The elements as float32 (the array itself when already float32).</summary>
     public float[] ToFloat32()
     {

@@ -86,3 +86,48 @@ public sealed class RunBackwardTests
         Assert.That(TestData.MaxAbsDiff(expected, array.Float32Data!), Is.LessThanOrEqualTo(1e-5), path);
     }
 }
+
+/// <summary><c>natten run --dtype</c>: inputs rounded to half or bfloat16 first, outputs float32.</summary>
+public sealed class RunDtypeTests
+{
+    [TestCase("bf16")]
+    [TestCase("fp16")]
+    public void InputsAreRoundedToTheRequestedStorage(string dtype)
+    {
+        using var dir = new TempDirectory();
+        var rng = new Random(9);
+        int[] shape = [1, 6, 5, 2, 16];
+        float[] Write(string name)
+        {
+            var data = TestData.Floats(rng, shape.Aggregate(1L, (a, b) => a * b));
+            Npy.Write(dir.File(name), shape, data);
+            return data;
+        }
+
+        var (q, k, v) = (Write("q.npy"), Write("k.npy"), Write("v.npy"));
+        var result = CliRunner.Run(
+            "run", "--query", dir.File("q.npy"), "--key", dir.File("k.npy"), "--value", dir.File("v.npy"), "--output", dir.File("o.npy"),
+            "--lse", dir.File("lse.npy"), "--kernel-size", "3", "--dtype", dtype);
+        result.AssertSuccess();
+
+        float Round(float x) => dtype == "bf16" ? BFloat16Conversions.ToSingle(BFloat16Conversions.FromSingle(x)) : (float)(Half)x;
+        var problem = new NeighborhoodProblem
+        {
+            Batch = 1, Spatial = [6, 5], Heads = 2, KvHeads = 2, HeadDim = 16, ValueDim = 16, KernelSize = [3, 3], Stride = [1, 1],
+            Dilation = [1, 1], Causal = [false, false],
+        };
+        var expected = ReferenceAttention.Neighborhood(
+            problem, TestData.ToDouble(q.Select(Round).ToArray()), TestData.ToDouble(k.Select(Round).ToArray()), TestData.ToDouble(v.Select(Round).ToArray()));
+        var output = Npy.Read(dir.File("o.npy"));
+        Assert.That(output.IsFloat16, Is.False);
+        Assert.That(TestData.MaxAbsDiff(expected.Output, output.Float32Data!), Is.LessThanOrEqualTo(dtype == "bf16" ? 1e-2 : 2e-3));
+        Assert.That(TestData.MaxAbsDiff(expected.LogSumExp, Npy.Read(dir.File("lse.npy")).Float32Data!), Is.LessThanOrEqualTo(1e-4));
+    }
+
+    [Test]
+    public void UnknownDtypeIsAUsageError()
+    {
+        var result = CliRunner.Run("run", "--query", "q.npy", "--key", "k.npy", "--value", "v.npy", "--output", "o.npy", "--kernel-size", "3", "--dtype", "fp8");
+        result.AssertOneLineError(ExitCodes.Usage, "--dtype");
+    }
+}

@@ -13,6 +13,9 @@ internal static class Tolerance
     /// <summary>Floor for float16 storage: half an ulp of half precision at 1 is 4.9e-4.</summary>
     public const double Float16Floor = 5e-4;
 
+    /// <summary>Floor for bfloat16 storage: half an ulp of bfloat16 at 1 is 2^-9 ≈ 2e-3; the tensor-core path also rounds P to bf16.</summary>
+    public const double BFloat16Floor = 4e-3;
+
     /// <summary>float32 storage when no plain baseline is computed: 2 × ~1e-7 + the floor.</summary>
     public const double Float32 = 2e-6;
 

@@ -13,7 +13,8 @@ internal static class RunCommand
         Runs neighborhood attention on NumPy arrays in NATTEN's heads-last layout:
           Q [B, X1(, X2(, X3)), H, D], K [B, X.., Hkv, D], V [B, X.., Hkv, Dv]  (rank = ndim - 3).
         Inputs are float32 ('<f4') or float16 ('<f2'); when every input is float16 the float16
-        path runs, otherwise everything is converted to float32. Outputs are always float32.
+        path runs, otherwise everything is converted to float32 (--dtype overrides). Outputs are
+        always float32.
 
         Files:
           --query FILE        Q, [B, X.., H, D]
@@ -36,6 +37,8 @@ internal static class RunCommand
         {ProblemOptions.Usage}
           --scale S           score scale (default 1/sqrt(D))
           --backend NAME      backend to use (default: the fastest that can run); one of: {string.Join(", ", AttentionBackends.Names)}
+          --dtype T           storage: auto (default: float16 when every input is, else float32), fp32, fp16 or
+                              bf16 (inputs are rounded to that type first)
 
         Exit codes: 0 success, 1 unreadable or invalid file, 2 bad arguments or invalid problem.
         """;
@@ -74,7 +77,12 @@ internal static class RunCommand
             options = options with { Backend = ProblemOptions.ResolveBackend(backend) };
         }
 
+        var dtype = args.GetChoice("--dtype", ["auto", "fp32", "fp16", "bf16"], "auto");
         args.ThrowIfUnused("run");
+        if (backward && dtype is "fp16" or "bf16")
+        {
+            throw CliException.Usage("--backward runs in float32; use --dtype auto or fp32 with it.");
+        }
         if ((additionalKeyPath is null) != (additionalValuePath is null))
         {
             throw CliException.Usage("--additional-key and --additional-value must be given together.");
@@ -112,17 +120,25 @@ internal static class RunCommand
         float[] output;
 
         NpyArray?[] inputs = [query, key, value, additionalKey, additionalValue];
-        if (!backward && inputs.All(a => a is null || a.IsFloat16))
+        if (dtype == "bf16")
+        {
+            static ushort[] Bits(NpyArray? array) => array is null ? [] : [.. array.ToFloat32().Select(BFloat16Conversions.FromSingle)];
+            var outputBits = new ushort[NpyArray.ElementCount(outputShape)];
+            NeighborhoodAttention.ForwardBFloat16(
+                Bits(query), Bits(key), Bits(value), Bits(additionalKey), Bits(additionalValue), shape, options, outputBits, lse);
+            output = [.. outputBits.Select(BFloat16Conversions.ToSingle)];
+        }
+        else if (dtype == "fp16" || (dtype == "auto" && !backward && inputs.All(a => a is null || a.IsFloat16)))
         {
             var output16 = new Half[NpyArray.ElementCount(outputShape)];
             if (additionalKey is null || additionalValue is null)
             {
-                NeighborhoodAttention.Forward(query.Float16Data!, key.Float16Data!, value.Float16Data!, shape, options, output16, lse);
+                NeighborhoodAttention.Forward(query.ToFloat16(), key.ToFloat16(), value.ToFloat16(), shape, options, output16, lse);
             }
             else
             {
                 NeighborhoodAttention.Forward(
-                    query.Float16Data!, key.Float16Data!, value.Float16Data!, additionalKey.Float16Data!, additionalValue.Float16Data!,
+                    query.ToFloat16(), key.ToFloat16(), value.ToFloat16(), additionalKey.ToFloat16(), additionalValue.ToFloat16(),
                     shape, options, output16, lse);
             }
 
