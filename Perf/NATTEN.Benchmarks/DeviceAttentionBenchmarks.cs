@@ -20,12 +20,15 @@ public class DeviceAttentionBenchmarks : IDisposable
     [Params(7)]
     public int KernelSize { get; set; }
 
+    [Params("fused", "naive")]
+    public string Backend { get; set; } = "fused";
+
     [GlobalSetup]
     public void Setup()
     {
         _device = AttentionDevice.Default;
         _shape = new AttentionShape(1, (Side, Side), 4, 32);
-        _options = new NeighborhoodAttentionOptions(KernelSize) { Backend = "naive" };
+        _options = new NeighborhoodAttentionOptions(KernelSize) { Backend = Backend };
         var length = Side * Side * 4 * 32;
         var random = new Random(7);
         float[] Fill() => Enumerable.Range(0, length).Select(_ => (float)((random.NextDouble() * 2.0) - 1.0)).ToArray();
@@ -37,7 +40,7 @@ public class DeviceAttentionBenchmarks : IDisposable
         Forward();
     }
 
-    [Benchmark(Description = "naive forward 2D, H4 D32 (device tensors)")]
+    [Benchmark(Description = "forward 2D, H4 D32 (device tensors)")]
     public void Forward() => NeighborhoodAttention.Forward(_q, _k, _v, _shape, _options, _o, _lse);
 
     [GlobalCleanup]

@@ -4,7 +4,7 @@ namespace Natten.Benchmarks;
 
 /// <summary>
 /// The host-span API (<see cref="NeighborhoodAttention.Forward(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, AttentionShape, NeighborhoodAttentionOptions, Span{float}, Span{float})"/>
-/// and <c>Backward</c>) per backend on small 1D and 2D problems. <c>naive</c> runs on the default
+/// and <c>Backward</c>) per backend on small 1D and 2D problems. <c>fused</c> and <c>naive</c> run on the default
 /// ILGPU accelerator (the CPU accelerator on a machine without a GPU) and includes the host↔device
 /// copies; <c>reference</c> tests every (query, key) pair in double precision.
 /// </summary>
@@ -18,7 +18,7 @@ public class HostAttentionBenchmarks
     private readonly Problem _problem2D = new(new AttentionShape(1, (8, 8), Heads, HeadDim));
     private NeighborhoodAttentionOptions _options;
 
-    [Params("naive", "reference")]
+    [Params("fused", "naive", "reference")]
     public string Backend { get; set; } = "naive";
 
     /// <summary>Kernel size on every axis (at most 8 so the 2D problem stays valid).</summary>
