@@ -184,27 +184,11 @@ internal static class FnaTensorCoreKernel
         float scoreScale, ArrayView<uint> scratch)
         where TFormat : struct, IHalfFormat
     {
-        var r0 = warp * 16;
         for (var n = 0; n < keys / 8; n++)
         {
             float c0 = 0f, c1 = 0f, c2 = 0f, c3 = 0f;
-            for (var ks = 0; ks < p.HeadDim / 16; ks++)
-            {
-                var col = (ks * 16) + (2 * t);
-                var a0 = Pair(qTile, ((r0 + g) * p.HeadDim) + col);
-                var a1 = Pair(qTile, ((r0 + g + 8) * p.HeadDim) + col);
-                var a2 = Pair(qTile, ((r0 + g) * p.HeadDim) + col + 8);
-                var a3 = Pair(qTile, ((r0 + g + 8) * p.HeadDim) + col + 8);
-                var b0 = Pair(kTile, (((n * 8) + g) * p.HeadDim) + col);
-                var b1 = Pair(kTile, (((n * 8) + g) * p.HeadDim) + col + 8);
-                TFormat.Mma(a0, a1, a2, a3, b0, b1, ref c0, ref c1, ref c2, ref c3, scratch);
-            }
-
-            var key = (n * 8) + (2 * t);
-            scores[((r0 + g) * keys) + key] = c0 * scoreScale;
-            scores[((r0 + g) * keys) + key + 1] = c1 * scoreScale;
-            scores[((r0 + g + 8) * keys) + key] = c2 * scoreScale;
-            scores[((r0 + g + 8) * keys) + key + 1] = c3 * scoreScale;
+            WarpProducts.ProductNT<TFormat>(qTile, p.HeadDim, warp * 16, kTile, p.HeadDim, n * 8, p.HeadDim, g, t, ref c0, ref c1, ref c2, ref c3, scratch);
+            WarpProducts.Store(scores, keys, warp * 16, n * 8, g, t, scoreScale, c0, c1, c2, c3);
         }
     }
 
@@ -253,30 +237,15 @@ internal static class FnaTensorCoreKernel
         ArrayView<float> accumulators, ArrayView<uint> scratch)
         where TFormat : struct, IHalfFormat
     {
-        var r0 = warp * 16;
-        var scaleTop = rowScale[r0 + g];
-        var scaleBottom = rowScale[r0 + g + 8];
+        var scaleTop = rowScale[(warp * 16) + g];
+        var scaleBottom = rowScale[(warp * 16) + g + 8];
         for (var n = 0; n < p.ValueDim / 8; n++)
         {
             var c0 = accumulators[n * 4] * scaleTop;
             var c1 = accumulators[(n * 4) + 1] * scaleTop;
             var c2 = accumulators[(n * 4) + 2] * scaleBottom;
             var c3 = accumulators[(n * 4) + 3] * scaleBottom;
-            var column = (n * 8) + g;
-            for (var ks = 0; ks < keys / 16; ks++)
-            {
-                var k = (ks * 16) + (2 * t);
-                var a0 = Pair(pTile, ((r0 + g) * keys) + k);
-                var a1 = Pair(pTile, ((r0 + g + 8) * keys) + k);
-                var a2 = Pair(pTile, ((r0 + g) * keys) + k + 8);
-                var a3 = Pair(pTile, ((r0 + g + 8) * keys) + k + 8);
-
-                // B(k, n) = V[key k][column n]: two rows of V per register.
-                var b0 = TensorCore.Pack(vTile[(k * p.ValueDim) + column], vTile[((k + 1) * p.ValueDim) + column]);
-                var b1 = TensorCore.Pack(vTile[((k + 8) * p.ValueDim) + column], vTile[((k + 9) * p.ValueDim) + column]);
-                TFormat.Mma(a0, a1, a2, a3, b0, b1, ref c0, ref c1, ref c2, ref c3, scratch);
-            }
-
+            WarpProducts.ProductNN<TFormat>(pTile, keys, warp * 16, vTile, p.ValueDim, n * 8, keys, g, t, ref c0, ref c1, ref c2, ref c3, scratch);
             accumulators[n * 4] = c0;
             accumulators[(n * 4) + 1] = c1;
             accumulators[(n * 4) + 2] = c2;
@@ -287,8 +256,6 @@ internal static class FnaTensorCoreKernel
     private static bool Allowed<TMask>(TMask mask, int slot, int a0, int a1, int a2, int extent1, int extent2)
         where TMask : struct, IKeyMask
         => mask.Allows(a0 + (slot / extent2 / extent1), a1 + (slot / extent2 % extent1), a2 + (slot % extent2));
-
-    private static uint Pair(ArrayView<ushort> values, int index) => TensorCore.Pack(values[index], values[index + 1]);
 
     /// <summary>The (b, token, head) row of tile-local query <paramref name="local"/>, or −1 when the tile has no such query.</summary>
     private static long QueryRow(ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int local, int batch, int head)
