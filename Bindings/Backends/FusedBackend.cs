@@ -107,8 +107,22 @@ internal sealed class FusedBackend : DeviceBackend, IBFloat16Backend
     public override void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<float> views)
         => Backward<float, Float32Storage>(device, stream, problem, views);
 
+    /// <summary>Half storage: the tensor-core backward when it fits the problem, else the float32-math kernels.</summary>
     public override void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<ILGPU.Half> views)
-        => Backward<ILGPU.Half, Float16Storage>(device, stream, problem, views);
+    {
+        var p = NaiveBackend.ToParams(problem);
+        if (TensorCoreTile(device, problem, p) is { } tile && FnaTensorCoreBackward.Check(device, p, tile) is null)
+        {
+            FnaTensorCoreBackward.Backward<Fp16Format, Float16BitsStorage>(
+                device, stream, p, tile, views.Query.Cast<ushort>(), views.Key.Cast<ushort>(), views.Value.Cast<ushort>(),
+                views.AdditionalKey.Cast<ushort>(), views.AdditionalValue.Cast<ushort>(), views.Output.Cast<ushort>(), views.LogSumExp,
+                views.OutputGrad.Cast<ushort>(), views.QueryGrad.Cast<ushort>(), views.KeyGrad.Cast<ushort>(), views.ValueGrad.Cast<ushort>(),
+                views.AdditionalKeyGrad.Cast<ushort>(), views.AdditionalValueGrad.Cast<ushort>());
+            return;
+        }
+
+        Backward<ILGPU.Half, Float16Storage>(device, stream, problem, views);
+    }
 
     /// <summary>The requested tile shape (padded to three axes) or the default for the rank and head dims.</summary>
     internal static FnaTileShape TileShape(AttentionProblem problem, ProblemParams p)

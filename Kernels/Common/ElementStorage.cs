@@ -27,3 +27,19 @@ internal readonly struct Float16Storage : IElementStorage<ILGPU.Half>
 
     public static ILGPU.Half Store(float value) => (ILGPU.Half)value;
 }
+
+/// <summary>IEEE binary16 carried as raw bits (the tensor-core kernels' view of half tensors).</summary>
+internal readonly struct Float16BitsStorage : IElementStorage<ushort>
+{
+    public static float Load(ushort value) => Cuda.Fp16Format.ToFloat(value);
+
+    public static ushort Store(float value) => Cuda.Fp16Format.FromFloat(value);
+}
+
+/// <summary>bfloat16 carried as raw bits (no ILGPU type exists for it).</summary>
+internal readonly struct BFloat16Storage : IElementStorage<ushort>
+{
+    public static float Load(ushort value) => Cuda.Bf16Format.ToFloat(value);
+
+    public static ushort Store(float value) => Cuda.Bf16Format.FromFloat(value);
+}

@@ -271,7 +271,7 @@ internal static class FnaTensorCoreKernel
         return (((batch * p.Tokens) + p.Token(axis0.Coordinate(q0), axis1.Coordinate(q1), axis2.Coordinate(q2))) * p.Heads) + head;
     }
 
-    private static void StageNeighborhood(
+    internal static void StageNeighborhood(
         ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int a0, int a1, int a2,
         int batch, int kvHead, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> kTile, ArrayView<ushort> vTile, int tid, int threads)
     {
@@ -288,7 +288,7 @@ internal static class FnaTensorCoreKernel
         }
     }
 
-    private static void StageAdditional(
+    internal static void StageAdditional(
         ProblemParams p, int keys, int m, int batch, int kvHead, ArrayView<ushort> key, ArrayView<ushort> value,
         ArrayView<ushort> kTile, ArrayView<ushort> vTile, int tid, int threads)
     {

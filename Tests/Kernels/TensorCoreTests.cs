@@ -81,27 +81,7 @@ public sealed class TensorCoreTests(AcceleratorKind kind)
     [TestCaseSource(nameof(Problems))]
     public void TensorCoreForwardFollowsTheToleranceRule(NeighborhoodProblem reference, FusedTiles? tiles)
     {
-        var shape = new AttentionShape(reference.Batch, AxisValues.PerAxis(reference.Spatial), reference.Heads, reference.HeadDim)
-        {
-            KvHeads = reference.KvHeads,
-            ValueDim = reference.ValueDim,
-            AdditionalTokens = reference.AdditionalTokens,
-        };
-        var causal = reference.Rank switch
-        {
-            1 => new AxisFlags(reference.Causal[0]),
-            2 => new AxisFlags(reference.Causal[0], reference.Causal[1]),
-            _ => new AxisFlags(reference.Causal[0], reference.Causal[1], reference.Causal[2]),
-        };
-        var options = new NeighborhoodAttentionOptions(AxisValues.PerAxis(reference.KernelSize))
-        {
-            Stride = AxisValues.PerAxis(reference.Stride),
-            Dilation = AxisValues.PerAxis(reference.Dilation),
-            Causal = causal,
-            Backend = "fused",
-            Tiles = tiles,
-        };
-
+        var (shape, options) = Describe(reference, tiles);
         var device = DeviceRuntime.Get(kind);
         var problem = ProblemValidator.Validate(shape, options, ElementType.Float16);
         Assert.That(
@@ -136,6 +116,99 @@ public sealed class TensorCoreTests(AcceleratorKind kind)
         // before P·V (FlashAttention-2), which the floor of the half-precision rule covers.
         Tolerance.AssertRule(expected.Output, output.ToArray().Select(h => (float)h).ToArray(), Round(plain.Output), Tolerance.Float16Floor, "output");
         Tolerance.AssertRule(expected.LogSumExp, lse.ToArray(), plain.Lse, Tolerance.Float32Floor, "lse");
+    }
+
+    [TestCaseSource(nameof(Problems))]
+    public void TensorCoreBackwardMatchesReference(NeighborhoodProblem reference, FusedTiles? tiles)
+    {
+        var (shape, options) = Describe(reference, tiles);
+        var device = DeviceRuntime.Get(kind);
+        var problem = ProblemValidator.Validate(shape, options, ElementType.Float16);
+        var p = Natten.Backends.NaiveBackend.ToParams(problem);
+        var tile = Natten.Backends.FusedBackend.TensorCoreTile(device, problem, p);
+        Assert.That(tile, Is.Not.Null);
+        var why = Natten.Kernels.Fused.FnaTensorCoreBackward.Check(device, p, tile!.Value);
+        if (reference.ValueDim % 16 == 0)
+        {
+            Assert.That(why, Is.Null, "this problem must take the tensor-core backward");
+        }
+        else
+        {
+            // dP = dO·Vᵀ contracts over Dv: such problems take the float32-math backward, which must be right too.
+            Assert.That(why, Does.Contain("Dv % 16"));
+        }
+
+        var rng = new Random(reference.Tokens + 1);
+        var rows = (long)reference.Batch * reference.Tokens;
+        var extra = (long)reference.Batch * reference.AdditionalTokens;
+        var q = ToHalf(TestData.Floats(rng, rows * reference.Heads * reference.HeadDim));
+        var k = ToHalf(TestData.Floats(rng, rows * reference.KvHeads * reference.HeadDim));
+        var v = ToHalf(TestData.Floats(rng, rows * reference.KvHeads * reference.ValueDim));
+        var ak = ToHalf(TestData.Floats(rng, extra * reference.KvHeads * reference.HeadDim));
+        var av = ToHalf(TestData.Floats(rng, extra * reference.KvHeads * reference.ValueDim));
+        var dO = ToHalf(TestData.Floats(rng, rows * reference.Heads * reference.ValueDim));
+
+        var attention = AttentionDevice.Get(kind);
+        using var tq = attention.Upload<Half>(q, q.Length);
+        using var tk = attention.Upload<Half>(k, k.Length);
+        using var tv = attention.Upload<Half>(v, v.Length);
+        using var tak = extra > 0 ? attention.Upload<Half>(ak, ak.Length) : null;
+        using var tav = extra > 0 ? attention.Upload<Half>(av, av.Length) : null;
+        using var tdO = attention.Upload<Half>(dO, dO.Length);
+        using var output = attention.Allocate<Half>(dO.Length);
+        using var lse = attention.Allocate<float>((int)(rows * reference.Heads));
+        if (extra > 0)
+        {
+            NeighborhoodAttention.Forward(tq, tk, tv, tak!, tav!, shape, options, output, lse);
+        }
+        else
+        {
+            NeighborhoodAttention.Forward(tq, tk, tv, shape, options, output, lse);
+        }
+
+        using var dq = attention.Allocate<Half>(q.Length);
+        using var dk = attention.Allocate<Half>(k.Length);
+        using var dv = attention.Allocate<Half>(v.Length);
+        using var dak = extra > 0 ? attention.Allocate<Half>(ak.Length) : null;
+        using var dav = extra > 0 ? attention.Allocate<Half>(av.Length) : null;
+        NeighborhoodAttention.Backward(tq, tk, tv, output, lse, tdO, shape, options, dq, dk, dv, tak, tav, dak, dav);
+
+        double[] D(Half[] x) => x.Select(h => (double)h).ToArray();
+        var expected = ReferenceAttention.NeighborhoodBackward(reference, D(q), D(k), D(v), D(dO), extra > 0 ? D(ak) : null, extra > 0 ? D(av) : null);
+        float[] F(DeviceTensor<Half> x) => x.ToArray().Select(h => (float)h).ToArray();
+        Assert.That(TestData.MaxAbsDiff(expected.Query, F(dq)), Is.LessThanOrEqualTo(Tolerance.Float16Gradient), "dQ");
+        Assert.That(TestData.MaxAbsDiff(expected.Key, F(dk)), Is.LessThanOrEqualTo(Tolerance.Float16Gradient), "dK");
+        Assert.That(TestData.MaxAbsDiff(expected.Value, F(dv)), Is.LessThanOrEqualTo(Tolerance.Float16Gradient), "dV");
+        if (extra > 0)
+        {
+            Assert.That(TestData.MaxAbsDiff(expected.AdditionalKey, F(dak!)), Is.LessThanOrEqualTo(Tolerance.Float16Gradient), "d(additional K)");
+            Assert.That(TestData.MaxAbsDiff(expected.AdditionalValue, F(dav!)), Is.LessThanOrEqualTo(Tolerance.Float16Gradient), "d(additional V)");
+        }
+    }
+
+    private static (AttentionShape Shape, NeighborhoodAttentionOptions Options) Describe(NeighborhoodProblem reference, FusedTiles? tiles)
+    {
+        var shape = new AttentionShape(reference.Batch, AxisValues.PerAxis(reference.Spatial), reference.Heads, reference.HeadDim)
+        {
+            KvHeads = reference.KvHeads,
+            ValueDim = reference.ValueDim,
+            AdditionalTokens = reference.AdditionalTokens,
+        };
+        var causal = reference.Rank switch
+        {
+            1 => new AxisFlags(reference.Causal[0]),
+            2 => new AxisFlags(reference.Causal[0], reference.Causal[1]),
+            _ => new AxisFlags(reference.Causal[0], reference.Causal[1], reference.Causal[2]),
+        };
+        var options = new NeighborhoodAttentionOptions(AxisValues.PerAxis(reference.KernelSize))
+        {
+            Stride = AxisValues.PerAxis(reference.Stride),
+            Dilation = AxisValues.PerAxis(reference.Dilation),
+            Causal = causal,
+            Backend = "fused",
+            Tiles = tiles,
+        };
+        return (shape, options);
     }
 
     private static TestCaseData Case(
