@@ -22,8 +22,11 @@ internal static class Tolerance
     /// <summary>Gradients sum over up to ∏K·(H/Hkv) terms each way: an absolute bound for float32.</summary>
     public const double Float32Gradient = 1e-5;
 
-    /// <summary>Gradients with float16 storage: the rounding of each stored gradient (relative 2^-11) dominates.</summary>
-    public const double Float16Gradient = 1e-2;
+    /// <summary>
+    /// Gradients with float16 storage: P and dS rounded to half on the tensor-core path and the stored gradient's own
+    /// rounding (2^-11 relative each) — four half-precision ulps at 1. Observed maxima on the test problems: 7.3e-4.
+    /// </summary>
+    public const double Float16Gradient = 2e-3;
 
     /// <summary>float16 output storage without a baseline: 2 × half an ulp at 1 + a floor.</summary>
     public const double Float16 = 1e-3;
