@@ -46,12 +46,7 @@ internal static class FnaBackwardKernels
         where T : unmanaged
         where TS : struct, IElementStorage<T>
     {
-        var tiles1 = p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1);
-        var tiles2 = p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
-        var x = Grid.IdxX;
-        var axis0 = TileAxis.Create(x / tiles2 / tiles1, p.N0, p.K0, p.S0, p.D0, p.C0, tile.Q0);
-        var axis1 = TileAxis.Create(x / tiles2 % tiles1, p.N1, p.K1, p.S1, p.D1, p.C1, tile.Q1);
-        var axis2 = TileAxis.Create(x % tiles2, p.N2, p.K2, p.S2, p.D2, p.C2, tile.Q2);
+        TileAxis.ForGridIndex(p, tile, Grid.IdxX, out var axis0, out var axis1, out var axis2);
         if (axis0.IsEmpty || axis1.IsEmpty || axis2.IsEmpty)
         {
             return;
@@ -152,12 +147,7 @@ internal static class FnaBackwardKernels
         where TS : struct, IElementStorage<T>
     {
         // Roles swap: the group's tile holds keys (extents tile.Q*), the staged sub-tiles hold queries (extents tile.K*).
-        var tiles1 = p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1);
-        var tiles2 = p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
-        var x = Grid.IdxX;
-        var axis0 = InverseTileAxis.Create(x / tiles2 / tiles1, p.N0, p.K0, p.S0, p.D0, p.C0, tile.Q0);
-        var axis1 = InverseTileAxis.Create(x / tiles2 % tiles1, p.N1, p.K1, p.S1, p.D1, p.C1, tile.Q1);
-        var axis2 = InverseTileAxis.Create(x % tiles2, p.N2, p.K2, p.S2, p.D2, p.C2, tile.Q2);
+        InverseTileAxis.ForGridIndex(p, tile, Grid.IdxX, out var axis0, out var axis1, out var axis2);
         if (axis0.IsEmpty || axis1.IsEmpty || axis2.IsEmpty)
         {
             return;
@@ -418,38 +408,22 @@ internal static class FnaBackwardKernels
     {
         for (var e = tid; e < tile.KeyTile * p.HeadDim; e += threads)
         {
-            var row = QueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.HeadDim, batch, head);
+            var row = InverseTileAxis.QueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.HeadDim, batch, head);
             qSub[e] = row < 0 ? 0f : TS.Load(query[(row * p.HeadDim) + (e % p.HeadDim)]);
         }
 
         for (var e = tid; e < tile.KeyTile * p.ValueDim; e += threads)
         {
-            var row = QueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.ValueDim, batch, head);
+            var row = InverseTileAxis.QueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.ValueDim, batch, head);
             doSub[e] = row < 0 ? 0f : TS.Load(outputGrad[(row * p.ValueDim) + (e % p.ValueDim)]);
         }
 
         for (var slot = tid; slot < tile.KeyTile; slot += threads)
         {
-            var row = QueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, slot, batch, head);
+            var row = InverseTileAxis.QueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, slot, batch, head);
             lseSub[slot] = row < 0 ? 0f : lse[row] * Log2E;
             termSub[slot] = row < 0 ? 0f : rowTerm[row];
         }
-    }
-
-    private static long QueryRow(
-        ProblemParams p, FnaTileShape tile, InverseTileAxis axis0, InverseTileAxis axis1, InverseTileAxis axis2,
-        int a0, int a1, int a2, int slot, int batch, int head)
-    {
-        var i2 = a2 + (slot % tile.K2);
-        var i1 = a1 + (slot / tile.K2 % tile.K1);
-        var i0 = a0 + (slot / tile.K2 / tile.K1);
-        if (i0 >= axis0.GroupLength || i1 >= axis1.GroupLength || i2 >= axis2.GroupLength)
-        {
-            return -1;
-        }
-
-        var token = p.Token(axis0.Original(i0), axis1.Original(i1), axis2.Original(i2));
-        return ((((long)batch * p.Tokens) + token) * p.Heads) + head;
     }
 
     private static ArrayView<float> Take(ArrayView<float> shared, ref int offset, int length)

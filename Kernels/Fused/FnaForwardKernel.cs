@@ -28,15 +28,7 @@ internal static class FnaForwardKernel
         where TS : struct, IElementStorage<T>
     {
         // Which tile: grid X enumerates (dilation group, tile in group) per axis, row-major over the axes.
-        var tiles1 = p.D1 * TilesPerGroup(p.N1, p.D1, tile.Q1);
-        var tiles2 = p.D2 * TilesPerGroup(p.N2, p.D2, tile.Q2);
-        var x = Grid.IdxX;
-        var t2 = x % tiles2;
-        var t1 = x / tiles2 % tiles1;
-        var t0 = x / tiles2 / tiles1;
-        var axis0 = TileAxis.Create(t0, p.N0, p.K0, p.S0, p.D0, p.C0, tile.Q0);
-        var axis1 = TileAxis.Create(t1, p.N1, p.K1, p.S1, p.D1, p.C1, tile.Q1);
-        var axis2 = TileAxis.Create(t2, p.N2, p.K2, p.S2, p.D2, p.C2, tile.Q2);
+        TileAxis.ForGridIndex(p, tile, Grid.IdxX, out var axis0, out var axis1, out var axis2);
         if (axis0.IsEmpty || axis1.IsEmpty || axis2.IsEmpty)
         {
             return; // a short dilation group has fewer tiles; the whole group leaves together (no barrier yet)
@@ -186,13 +178,13 @@ internal static class FnaForwardKernel
     {
         for (var e = tid; e < tile.KeyTile * p.HeadDim; e += threads)
         {
-            var keyRow = NeighborhoodRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.HeadDim, batch, kvHead);
+            var keyRow = TileAxis.KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.HeadDim, batch, kvHead);
             kTile[e] = keyRow < 0 ? 0f : TS.Load(key[(keyRow * p.HeadDim) + (e % p.HeadDim)]);
         }
 
         for (var e = tid; e < tile.KeyTile * p.ValueDim; e += threads)
         {
-            var keyRow = NeighborhoodRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.ValueDim, batch, kvHead);
+            var keyRow = TileAxis.KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.ValueDim, batch, kvHead);
             vTile[e] = keyRow < 0 ? 0f : TS.Load(value[(keyRow * p.ValueDim) + (e % p.ValueDim)]);
         }
     }
@@ -219,19 +211,4 @@ internal static class FnaForwardKernel
         }
     }
 
-    /// <summary>The (b, token, kv head) row of sub-tile slot <paramref name="slot"/>, or −1 past the end of a dilation group.</summary>
-    private static long NeighborhoodRow(
-        ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int a0, int a1, int a2, int slot, int batch, int kvHead)
-    {
-        var j2 = a2 + (slot % tile.K2);
-        var j1 = a1 + (slot / tile.K2 % tile.K1);
-        var j0 = a0 + (slot / tile.K2 / tile.K1);
-        if (j0 >= axis0.GroupLength || j1 >= axis1.GroupLength || j2 >= axis2.GroupLength)
-        {
-            return -1;
-        }
-
-        var token = p.Token(axis0.Original(j0), axis1.Original(j1), axis2.Original(j2));
-        return ((((long)batch * p.Tokens) + token) * p.KvHeads) + kvHead;
-    }
 }

@@ -38,12 +38,7 @@ internal static class FnaTensorCoreBackwardKernels
         var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps);
         var accumulators = LocalMemory.Allocate<float>(MaxDims / 2);
 
-        var tiles1 = p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1);
-        var tiles2 = p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
-        var x = Grid.IdxX;
-        var axis0 = TileAxis.Create(x / tiles2 / tiles1, p.N0, p.K0, p.S0, p.D0, p.C0, tile.Q0);
-        var axis1 = TileAxis.Create(x / tiles2 % tiles1, p.N1, p.K1, p.S1, p.D1, p.C1, tile.Q1);
-        var axis2 = TileAxis.Create(x % tiles2, p.N2, p.K2, p.S2, p.D2, p.C2, tile.Q2);
+        TileAxis.ForGridIndex(p, tile, Grid.IdxX, out var axis0, out var axis1, out var axis2);
         if (axis0.IsEmpty || axis1.IsEmpty || axis2.IsEmpty)
         {
             return;
@@ -70,19 +65,19 @@ internal static class FnaTensorCoreBackwardKernels
 
         for (var e = tid; e < tile.QueryTile * p.HeadDim; e += threads)
         {
-            var row = QueryRowOfTile(p, tile, axis0, axis1, axis2, e / p.HeadDim, batch, head);
+            var row = TileAxis.QueryRow(p, tile, axis0, axis1, axis2, e / p.HeadDim, batch, head);
             qTile[e] = row < 0 ? (ushort)0 : query[(row * p.HeadDim) + (e % p.HeadDim)];
         }
 
         for (var e = tid; e < tile.QueryTile * p.ValueDim; e += threads)
         {
-            var row = QueryRowOfTile(p, tile, axis0, axis1, axis2, e / p.ValueDim, batch, head);
+            var row = TileAxis.QueryRow(p, tile, axis0, axis1, axis2, e / p.ValueDim, batch, head);
             doTile[e] = row < 0 ? (ushort)0 : outputGrad[(row * p.ValueDim) + (e % p.ValueDim)];
         }
 
         for (var r = tid; r < tile.QueryTile; r += threads)
         {
-            var row = QueryRowOfTile(p, tile, axis0, axis1, axis2, r, batch, head);
+            var row = TileAxis.QueryRow(p, tile, axis0, axis1, axis2, r, batch, head);
             rowLse[r] = row < 0 ? 0f : lse[row] * Log2E;
             rowD[r] = row < 0 ? 0f : rowTerm[row];
         }
@@ -164,12 +159,7 @@ internal static class FnaTensorCoreBackwardKernels
         var accumulators = LocalMemory.Allocate<float>(MaxDims);
 
         // Roles swap as in the float32 kernel: the group's tile holds keys (tile.Q*), sub-tiles hold queries (tile.K*).
-        var tiles1 = p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1);
-        var tiles2 = p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
-        var x = Grid.IdxX;
-        var axis0 = InverseTileAxis.Create(x / tiles2 / tiles1, p.N0, p.K0, p.S0, p.D0, p.C0, tile.Q0);
-        var axis1 = InverseTileAxis.Create(x / tiles2 % tiles1, p.N1, p.K1, p.S1, p.D1, p.C1, tile.Q1);
-        var axis2 = InverseTileAxis.Create(x % tiles2, p.N2, p.K2, p.S2, p.D2, p.C2, tile.Q2);
+        InverseTileAxis.ForGridIndex(p, tile, Grid.IdxX, out var axis0, out var axis1, out var axis2);
         if (axis0.IsEmpty || axis1.IsEmpty || axis2.IsEmpty)
         {
             return;
@@ -197,13 +187,13 @@ internal static class FnaTensorCoreBackwardKernels
 
         for (var e = tid; e < tile.QueryTile * p.HeadDim; e += threads)
         {
-            var row = KeyRowOfTile(p, tile, axis0, axis1, axis2, e / p.HeadDim, batch, kvHead);
+            var row = InverseTileAxis.KeyRow(p, tile, axis0, axis1, axis2, e / p.HeadDim, batch, kvHead);
             kTile[e] = row < 0 ? (ushort)0 : key[(row * p.HeadDim) + (e % p.HeadDim)];
         }
 
         for (var e = tid; e < tile.QueryTile * p.ValueDim; e += threads)
         {
-            var row = KeyRowOfTile(p, tile, axis0, axis1, axis2, e / p.ValueDim, batch, kvHead);
+            var row = InverseTileAxis.KeyRow(p, tile, axis0, axis1, axis2, e / p.ValueDim, batch, kvHead);
             vTile[e] = row < 0 ? (ushort)0 : value[(row * p.ValueDim) + (e % p.ValueDim)];
         }
 
@@ -271,7 +261,7 @@ internal static class FnaTensorCoreBackwardKernels
         for (var half = 0; half < 2; half++)
         {
             var local = (warp * 16) + g + (8 * half);
-            var row = KeyRowOfTile(p, tile, axis0, axis1, axis2, local, batch, kvHead);
+            var row = InverseTileAxis.KeyRow(p, tile, axis0, axis1, axis2, local, batch, kvHead);
             if (row < 0)
             {
                 continue;
@@ -356,7 +346,7 @@ internal static class FnaTensorCoreBackwardKernels
     {
         for (var half = 0; half < 2; half++)
         {
-            var row = QueryRowOfTile(p, tile, axis0, axis1, axis2, (warp * 16) + g + (8 * half), batch, head);
+            var row = TileAxis.QueryRow(p, tile, axis0, axis1, axis2, (warp * 16) + g + (8 * half), batch, head);
             if (row < 0)
             {
                 continue;
@@ -379,64 +369,22 @@ internal static class FnaTensorCoreBackwardKernels
     {
         for (var e = tid; e < tile.KeyTile * p.HeadDim; e += threads)
         {
-            var row = SubTileQueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.HeadDim, batch, head);
+            var row = InverseTileAxis.QueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.HeadDim, batch, head);
             qSub[e] = row < 0 ? (ushort)0 : query[(row * p.HeadDim) + (e % p.HeadDim)];
         }
 
         for (var e = tid; e < tile.KeyTile * p.ValueDim; e += threads)
         {
-            var row = SubTileQueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.ValueDim, batch, head);
+            var row = InverseTileAxis.QueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.ValueDim, batch, head);
             doSub[e] = row < 0 ? (ushort)0 : outputGrad[(row * p.ValueDim) + (e % p.ValueDim)];
         }
 
         for (var slot = tid; slot < tile.KeyTile; slot += threads)
         {
-            var row = SubTileQueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, slot, batch, head);
+            var row = InverseTileAxis.QueryRow(p, tile, axis0, axis1, axis2, a0, a1, a2, slot, batch, head);
             queryLse[slot] = row < 0 ? 0f : lse[row] * Log2E;
             queryD[slot] = row < 0 ? 0f : rowTerm[row];
         }
-    }
-
-    private static long SubTileQueryRow(
-        ProblemParams p, FnaTileShape tile, InverseTileAxis axis0, InverseTileAxis axis1, InverseTileAxis axis2,
-        int a0, int a1, int a2, int slot, int batch, int head)
-    {
-        var i2 = a2 + (slot % tile.K2);
-        var i1 = a1 + (slot / tile.K2 % tile.K1);
-        var i0 = a0 + (slot / tile.K2 / tile.K1);
-        if (i0 >= axis0.GroupLength || i1 >= axis1.GroupLength || i2 >= axis2.GroupLength)
-        {
-            return -1;
-        }
-
-        return ((((long)batch * p.Tokens) + p.Token(axis0.Original(i0), axis1.Original(i1), axis2.Original(i2))) * p.Heads) + head;
-    }
-
-    private static long QueryRowOfTile(ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int local, int batch, int head)
-    {
-        var q2 = local % tile.Q2;
-        var q1 = local / tile.Q2 % tile.Q1;
-        var q0 = local / tile.Q2 / tile.Q1;
-        if (!(axis0.HasQuery(q0) && axis1.HasQuery(q1) && axis2.HasQuery(q2)))
-        {
-            return -1;
-        }
-
-        return (((batch * p.Tokens) + p.Token(axis0.Coordinate(q0), axis1.Coordinate(q1), axis2.Coordinate(q2))) * p.Heads) + head;
-    }
-
-    private static long KeyRowOfTile(
-        ProblemParams p, FnaTileShape tile, InverseTileAxis axis0, InverseTileAxis axis1, InverseTileAxis axis2, int local, int batch, int kvHead)
-    {
-        var k2 = local % tile.Q2;
-        var k1 = local / tile.Q2 % tile.Q1;
-        var k0 = local / tile.Q2 / tile.Q1;
-        if (!(axis0.HasKey(k0) && axis1.HasKey(k1) && axis2.HasKey(k2)))
-        {
-            return -1;
-        }
-
-        return (((batch * p.Tokens) + p.Token(axis0.Coordinate(k0), axis1.Coordinate(k1), axis2.Coordinate(k2))) * p.KvHeads) + kvHead;
     }
 
     private static ArrayView<ushort> Take(ArrayView<ushort> shared, ref int offset, int length)

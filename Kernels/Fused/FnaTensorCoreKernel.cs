@@ -44,12 +44,7 @@ internal static class FnaTensorCoreKernel
         var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * MaxWarps);
         var accumulators = LocalMemory.Allocate<float>(MaxValueDim / 2);
 
-        var tiles1 = p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1);
-        var tiles2 = p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
-        var x = Grid.IdxX;
-        var axis0 = TileAxis.Create(x / tiles2 / tiles1, p.N0, p.K0, p.S0, p.D0, p.C0, tile.Q0);
-        var axis1 = TileAxis.Create(x / tiles2 % tiles1, p.N1, p.K1, p.S1, p.D1, p.C1, tile.Q1);
-        var axis2 = TileAxis.Create(x % tiles2, p.N2, p.K2, p.S2, p.D2, p.C2, tile.Q2);
+        TileAxis.ForGridIndex(p, tile, Grid.IdxX, out var axis0, out var axis1, out var axis2);
         if (axis0.IsEmpty || axis1.IsEmpty || axis2.IsEmpty)
         {
             return;
@@ -76,7 +71,7 @@ internal static class FnaTensorCoreKernel
         for (var e = tid; e < tile.QueryTile * p.HeadDim; e += threads)
         {
             var local = e / p.HeadDim;
-            var row = QueryRow(p, tile, axis0, axis1, axis2, local, batch, head);
+            var row = TileAxis.QueryRow(p, tile, axis0, axis1, axis2, local, batch, head);
             qTile[e] = row < 0 ? (ushort)0 : query[(row * p.HeadDim) + (e % p.HeadDim)];
         }
 
@@ -155,7 +150,7 @@ internal static class FnaTensorCoreKernel
         for (var half = 0; half < 2; half++)
         {
             var local = (warp * 16) + g + (8 * half);
-            var row = QueryRow(p, tile, axis0, axis1, axis2, local, batch, head);
+            var row = TileAxis.QueryRow(p, tile, axis0, axis1, axis2, local, batch, head);
             if (row < 0)
             {
                 continue;
@@ -257,33 +252,19 @@ internal static class FnaTensorCoreKernel
         where TMask : struct, IKeyMask
         => mask.Allows(a0 + (slot / extent2 / extent1), a1 + (slot / extent2 % extent1), a2 + (slot % extent2));
 
-    /// <summary>The (b, token, head) row of tile-local query <paramref name="local"/>, or −1 when the tile has no such query.</summary>
-    private static long QueryRow(ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int local, int batch, int head)
-    {
-        var q2 = local % tile.Q2;
-        var q1 = local / tile.Q2 % tile.Q1;
-        var q0 = local / tile.Q2 / tile.Q1;
-        if (!(axis0.HasQuery(q0) && axis1.HasQuery(q1) && axis2.HasQuery(q2)))
-        {
-            return -1;
-        }
-
-        return (((batch * p.Tokens) + p.Token(axis0.Coordinate(q0), axis1.Coordinate(q1), axis2.Coordinate(q2))) * p.Heads) + head;
-    }
-
     internal static void StageNeighborhood(
         ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int a0, int a1, int a2,
         int batch, int kvHead, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> kTile, ArrayView<ushort> vTile, int tid, int threads)
     {
         for (var e = tid; e < tile.KeyTile * p.HeadDim; e += threads)
         {
-            var row = KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.HeadDim, batch, kvHead);
+            var row = TileAxis.KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.HeadDim, batch, kvHead);
             kTile[e] = row < 0 ? (ushort)0 : key[(row * p.HeadDim) + (e % p.HeadDim)];
         }
 
         for (var e = tid; e < tile.KeyTile * p.ValueDim; e += threads)
         {
-            var row = KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.ValueDim, batch, kvHead);
+            var row = TileAxis.KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.ValueDim, batch, kvHead);
             vTile[e] = row < 0 ? (ushort)0 : value[(row * p.ValueDim) + (e % p.ValueDim)];
         }
     }
@@ -307,17 +288,4 @@ internal static class FnaTensorCoreKernel
         }
     }
 
-    private static long KeyRow(
-        ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int a0, int a1, int a2, int slot, int batch, int kvHead)
-    {
-        var j2 = a2 + (slot % tile.K2);
-        var j1 = a1 + (slot / tile.K2 % tile.K1);
-        var j0 = a0 + (slot / tile.K2 / tile.K1);
-        if (j0 >= axis0.GroupLength || j1 >= axis1.GroupLength || j2 >= axis2.GroupLength)
-        {
-            return -1;
-        }
-
-        return ((((long)batch * p.Tokens) + p.Token(axis0.Original(j0), axis1.Original(j1), axis2.Original(j2))) * p.KvHeads) + kvHead;
-    }
 }

@@ -44,6 +44,48 @@ internal readonly struct TileAxis
 
     public bool IsEmpty => Count <= 0;
 
+    /// <summary>The three axes of the query tile that grid index <paramref name="x"/> names (row-major over the axes).</summary>
+    public static void ForGridIndex(ProblemParams p, FnaTileShape tile, int x, out TileAxis axis0, out TileAxis axis1, out TileAxis axis2)
+    {
+        var tiles1 = p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1);
+        var tiles2 = p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
+        axis0 = Create(x / tiles2 / tiles1, p.N0, p.K0, p.S0, p.D0, p.C0, tile.Q0);
+        axis1 = Create(x / tiles2 % tiles1, p.N1, p.K1, p.S1, p.D1, p.C1, tile.Q1);
+        axis2 = Create(x % tiles2, p.N2, p.K2, p.S2, p.D2, p.C2, tile.Q2);
+    }
+
+    /// <summary>The (b, token, head) row of tile-local query <paramref name="local"/>, or −1 when the tile has no such query.</summary>
+    public static long QueryRow(ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int local, int batch, int head)
+    {
+        var q2 = local % tile.Q2;
+        var q1 = local / tile.Q2 % tile.Q1;
+        var q0 = local / tile.Q2 / tile.Q1;
+        if (!(axis0.HasQuery(q0) && axis1.HasQuery(q1) && axis2.HasQuery(q2)))
+        {
+            return -1;
+        }
+
+        return (((batch * p.Tokens) + p.Token(axis0.Coordinate(q0), axis1.Coordinate(q1), axis2.Coordinate(q2))) * p.Heads) + head;
+    }
+
+    /// <summary>
+    /// The (b, token, kv head) row of slot <paramref name="slot"/> of the KV sub-tile at group coordinates
+    /// (<paramref name="a0"/>, <paramref name="a1"/>, <paramref name="a2"/>), or −1 past the end of the dilation group.
+    /// </summary>
+    public static long KeyRow(
+        ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int a0, int a1, int a2, int slot, int batch, int kvHead)
+    {
+        var j2 = a2 + (slot % tile.K2);
+        var j1 = a1 + (slot / tile.K2 % tile.K1);
+        var j0 = a0 + (slot / tile.K2 / tile.K1);
+        if (j0 >= axis0.GroupLength || j1 >= axis1.GroupLength || j2 >= axis2.GroupLength)
+        {
+            return -1;
+        }
+
+        return ((((long)batch * p.Tokens) + p.Token(axis0.Original(j0), axis1.Original(j1), axis2.Original(j2))) * p.KvHeads) + kvHead;
+    }
+
     /// <summary>Axis <c>tileIndex</c> enumerates (dilation group, tile within the group).</summary>
     public static TileAxis Create(int tileIndex, int n, int k, int s, int d, int c, int queryTile)
     {
