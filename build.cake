@@ -1,6 +1,6 @@
 // Build script for NATTEN.Net. Cake runs as a local dotnet tool (.config/dotnet-tools.json):
 //   dotnet tool restore
-//   dotnet cake --target=CI          (Build + Test; also Clean, Build, Test, Pack, Profile)
+//   dotnet cake --target=CI          (Build + Test; also Clean, Build, Test, Pack, Sample, Profile)
 //   dotnet cake --target=Test --configuration=Debug
 // Each target runs the same dotnet command the README gives, so the script adds no behaviour of its own.
 
@@ -49,6 +49,22 @@ Task("Pack")
         Configuration = configuration,
         OutputDirectory = packages,
     });
+});
+
+Task("Sample")
+    .Description("Pack, then run samples/VisionBlock against the NATTEN.Net package in artifacts/packages.")
+    .IsDependentOn("Pack")
+    .Does(() =>
+{
+    // samples/nuget.config extracts packages into artifacts/sample-packages; drop the NATTEN.Net extracted
+    // there before, so the package just packed is the one the sample runs (its version does not change).
+    var extracted = "artifacts/sample-packages/natten.net";
+    if (DirectoryExists(extracted))
+    {
+        DeleteDirectory(extracted, new DeleteDirectorySettings { Recursive = true, Force = true });
+    }
+
+    DotNetRun("samples/VisionBlock/VisionBlock.csproj", new ProcessArgumentBuilder(), new DotNetRunSettings { Configuration = configuration });
 });
 
 Task("Profile")

@@ -153,7 +153,8 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
         Download(dav, MemoryMarshal.Cast<T, TD>(t.AdditionalValueGrad));
     }
 
-    private static MemoryBuffer1D<TD, Stride1D.Dense> Upload<TD, T>(ComputeDevice device, ReadOnlySpan<T> source)
+    /// <summary>A device copy of <paramref name="source"/> reinterpreted as <typeparamref name="TD"/> (an empty span gives an empty buffer).</summary>
+    protected static MemoryBuffer1D<TD, Stride1D.Dense> Upload<TD, T>(ComputeDevice device, ReadOnlySpan<T> source)
         where TD : unmanaged
         where T : unmanaged
     {
@@ -168,7 +169,7 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
     }
 
     /// <summary>Copies a whole buffer into the start of <paramref name="destination"/> (which validation made long enough).</summary>
-    private static void Download<TD>(MemoryBuffer1D<TD, Stride1D.Dense> buffer, Span<TD> destination)
+    protected static void Download<TD>(MemoryBuffer1D<TD, Stride1D.Dense> buffer, Span<TD> destination)
         where TD : unmanaged
     {
         if (buffer.Length > 0)

@@ -78,20 +78,17 @@ internal sealed class FusedBackend : DeviceBackend, IBFloat16Backend
         }
 
         var accelerator = device.Accelerator;
-        using var q = accelerator.Allocate1D(t.Query.ToArray());
-        using var k = accelerator.Allocate1D(t.Key.ToArray());
-        using var v = accelerator.Allocate1D(t.Value.ToArray());
-        using var ak = accelerator.Allocate1D(t.AdditionalKey.ToArray());
-        using var av = accelerator.Allocate1D(t.AdditionalValue.ToArray());
+        using var q = Upload<ushort, ushort>(device, t.Query);
+        using var k = Upload<ushort, ushort>(device, t.Key);
+        using var v = Upload<ushort, ushort>(device, t.Value);
+        using var ak = Upload<ushort, ushort>(device, t.AdditionalKey);
+        using var av = Upload<ushort, ushort>(device, t.AdditionalValue);
         using var o = accelerator.Allocate1D<ushort>(problem.OutputLength);
         using var lse = accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
         FnaTensorCore.Forward<Bf16Format>(device, accelerator.DefaultStream, p, tile, q.View, k.View, v.View, ak.View, av.View, o.View, lse.View);
         accelerator.DefaultStream.Synchronize();
-        o.View.BaseView.CopyToCPU(t.Output[..(int)problem.OutputLength]);
-        if (!t.LogSumExp.IsEmpty)
-        {
-            lse.View.BaseView.CopyToCPU(t.LogSumExp[..(int)problem.LseLength]);
-        }
+        Download(o, t.Output);
+        Download(lse, t.LogSumExp);
     }
 
     /// <summary>

@@ -17,7 +17,10 @@ internal static class CliApp
 
         Commands:
           run       run attention on .npy files (natten run --help)
-          profile   time the backends on a random problem (natten profile --help)
+          profile   time the backends on a random problem, search fused tile shapes, plot speedups (natten profile --help)
+          simulate  analytic model of the fused kernel: KV tiles visited, masking, speedup bound (natten simulate --help)
+          gen       seeded random q/k/v/dO .npy files in NATTEN layout (natten gen --help)
+          selftest  every backend on this machine's accelerator against the double Reference (natten selftest --help)
 
         Options:
           --help, -h    show this help (also after a command)
@@ -36,7 +39,7 @@ internal static class CliApp
         ArgumentNullException.ThrowIfNull(stderr);
         try
         {
-            return Dispatch(args, stdout);
+            return Dispatch(args, stdout, stderr);
         }
         catch (CliException ex)
         {
@@ -67,11 +70,11 @@ internal static class CliApp
         }
     }
 
-    private static int Dispatch(string[] args, TextWriter stdout)
+    private static int Dispatch(string[] args, TextWriter stdout, TextWriter stderr)
     {
         if (args.Length == 0)
         {
-            throw CliException.Usage("no command given; commands: run, profile (see 'natten --help').");
+            throw CliException.Usage("no command given; commands: run, profile, simulate, gen, selftest (see 'natten --help').");
         }
 
         switch (args[0])
@@ -85,12 +88,18 @@ internal static class CliApp
             case "run":
                 return RunCommand.Execute(new ArgumentReader(args[1..]), stdout);
             case "profile":
-                return ProfileCommand.Execute(new ArgumentReader(args[1..]), stdout);
+                return ProfileCommand.Execute(new ArgumentReader(args[1..]), stdout, stderr);
+            case "simulate":
+                return SimulateCommand.Execute(new ArgumentReader(args[1..]), stdout);
+            case "gen":
+                return GenCommand.Execute(new ArgumentReader(args[1..]), stdout);
+            case "selftest":
+                return SelfTestCommand.Execute(new ArgumentReader(args[1..]), stdout);
             default:
                 throw CliException.Usage(
                     args[0].StartsWith('-')
-                        ? $"'{args[0]}' is not a known option; give a command first: run, profile (see 'natten --help')."
-                        : $"unknown command '{args[0]}'; commands: run, profile (see 'natten --help').");
+                        ? $"'{args[0]}' is not a known option; give a command first: run, profile, simulate, gen, selftest (see 'natten --help')."
+                        : $"unknown command '{args[0]}'; commands: run, profile, simulate, gen, selftest (see 'natten --help').");
         }
     }
 
@@ -119,6 +128,8 @@ internal static class CliApp
             .Replace("options.Dilation", "--dilation", StringComparison.Ordinal)
             .Replace("options.Causal", "--causal", StringComparison.Ordinal)
             .Replace("options.Scale", "--scale", StringComparison.Ordinal)
+            .Replace("options.Tiles.Query", "--tiles (query tile)", StringComparison.Ordinal)
+            .Replace("options.Tiles.KeyValue", "--tiles (KV sub-tile)", StringComparison.Ordinal)
             .Replace("options.Backend", "--backend", StringComparison.Ordinal);
     }
 

@@ -50,6 +50,13 @@ public sealed class ProfileCommandTests
                 Assert.That(root.GetProperty("ms_min").GetDouble(), Is.LessThanOrEqualTo(median));
                 Assert.That(root.GetProperty("useful_tflops").GetDouble(), Is.GreaterThan(0));
                 Assert.That(root.GetProperty("speedup_vs_reference").GetDouble(), Is.EqualTo(1.0));
+                Assert.That(root.GetProperty("speedup_vs_naive").ValueKind, Is.EqualTo(JsonValueKind.Null), "naive was not timed");
+                Assert.That(Ints(root, "dense_kernel_size"), Is.EqualTo(new[] { 6, 6 }));
+                Assert.That(root.GetProperty("dense_ms_median").GetDouble(), Is.GreaterThan(0));
+                Assert.That(root.GetProperty("speedup_vs_dense").GetDouble(), Is.GreaterThan(0));
+                Assert.That(root.GetProperty("flop_bound").GetDouble(), Is.EqualTo(36.0 / 9).Within(1e-9));
+                Assert.That(root.GetProperty("tiles").ValueKind, Is.EqualTo(JsonValueKind.Null));
+                Assert.That(root.GetProperty("simulated_bound").ValueKind, Is.EqualTo(JsonValueKind.Null));
                 Assert.That(root.GetProperty("skipped_reason").ValueKind, Is.EqualTo(JsonValueKind.Null));
                 Assert.That(root.GetProperty("machine").GetString(), Does.Contain("cores"));
                 Assert.That(root.GetProperty("optimized_build").ValueKind, Is.AnyOf(JsonValueKind.True, JsonValueKind.False));
@@ -101,8 +108,11 @@ public sealed class ProfileCommandTests
             Assert.That(lines[0], Does.StartWith("natten profile: 2D B=1 6x6 H=2/2 D=4 Dv=4, kernel 3x3 stride 2x2 dilation 1x1 causal 0x1, fp32"));
             Assert.That(lines[0], Does.Contain("GFLOP"));
             Assert.That(lines[1], Does.StartWith("machine: CPU "));
-            Assert.That(lines, Has.Some.Match(@"^backend\s+pass\s+median ms\s+min ms\s+useful TFLOP/s\s+vs reference\s+device MB$"));
-            Assert.That(lines, Has.Some.Match(@"^reference\s+forward\s+\d+\.\d{3}\s+\d+\.\d{3}\s+\S+\s+1\.00x\s+host$"));
+            Assert.That(lines[2], Does.StartWith("dense: the same problem with kernel 6x6 (K = n on every axis), stride 1, dilation 1, non-causal"));
+            Assert.That(lines, Has.Some.Match(
+                @"^backend\s+pass\s+median ms\s+min ms\s+useful TFLOP/s\s+vs reference\s+vs naive\s+dense ms\s+vs dense\s+bound\s+device MB$"));
+            Assert.That(lines, Has.Some.Match(
+                @"^reference\s+forward\s+\d+\.\d{3}\s+\d+\.\d{3}\s+\S+\s+1\.00x\s+(\d+\.\d{2}x|n/a)\s+\d+\.\d{3}\s+\d+\.\d{2}x\s+n/a\s+host$"));
             Assert.That(lines, Has.Some.Match(@"^reference\s+backward\s"));
         }
     }
@@ -113,7 +123,7 @@ public sealed class ProfileCommandTests
         // Speed is measured by the profiler itself, not asserted here; this checks the default run works end to end.
         var result = CliRunner.Run("profile");
         result.AssertSuccess();
-        Assert.That(result.Stdout, Does.Contain("32x32"));
+        Assert.That(result.Stdout, Does.Contain("16x16"));
         foreach (var backend in AttentionBackends.Names)
         {
             Assert.That(result.Stdout, Does.Match($@"(?m)^{backend}\s+forward\s"), backend);

@@ -153,6 +153,52 @@ internal sealed class ArgumentReader
         }
     }
 
+    /// <summary>Fused tile shapes <c>Q/KV</c>, e.g. <c>8x8/4x4</c>; <c>null</c> when absent.</summary>
+    public FusedTiles? GetTiles(string name)
+    {
+        var text = GetString(name);
+        if (text is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return FusedTiles.Parse(text);
+        }
+        catch (FormatException ex)
+        {
+            throw CliException.Usage($"{name}: {ex.Message}");
+        }
+    }
+
+    /// <summary>A comma-separated list of integers, each at least <paramref name="min"/>; <c>null</c> when absent.</summary>
+    public int[]? GetIntList(string name, int min)
+    {
+        var text = GetString(name);
+        if (text is null)
+        {
+            return null;
+        }
+
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        var values = new int[parts.Length];
+        for (var i = 0; i < parts.Length; i++)
+        {
+            if (!int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out values[i]))
+            {
+                throw CliException.Usage($"{name}: '{text}' is not a comma-separated list of integers (e.g. 3,5,7).");
+            }
+
+            if (values[i] < min)
+            {
+                throw CliException.Usage($"{name}: {values[i]} is below {min}.");
+            }
+        }
+
+        return values;
+    }
+
     /// <summary>One of <paramref name="choices"/> (case-insensitive, returned as spelled in the list).</summary>
     public string GetChoice(string name, IReadOnlyList<string> choices, string defaultValue)
     {

@@ -36,6 +36,27 @@ internal static class ProblemOptions
         return options;
     }
 
+    /// <summary>The default spatial shape of <c>profile</c> and <c>simulate</c>: small enough that every backend, dense attention included, runs in a moment.</summary>
+    public static readonly AxisValues DefaultShape = new(16, 16);
+
+    /// <summary>Reads <c>--shape</c> (default <see cref="DefaultShape"/>) as explicit per-axis extents; the count is the rank.</summary>
+    public static AxisValues ReadShape(ArgumentReader args)
+    {
+        var shape = args.GetAxisValues("--shape") ?? DefaultShape;
+        int[] spatial = shape.IsUniform ? [shape[0]] : [.. Enumerable.Range(0, shape.Count).Select(a => shape[a])];
+        return AxisValues.PerAxis(spatial);
+    }
+
+    /// <summary>Reads <c>--tiles Q/KV</c> into the options (fused backend tile shapes).</summary>
+    public static NeighborhoodAttentionOptions ReadTiles(ArgumentReader args, NeighborhoodAttentionOptions options)
+        => args.GetTiles("--tiles") is { } tiles ? options with { Tiles = tiles } : options;
+
+    /// <summary>Per-axis text such as <c>7x7</c> for a problem of <paramref name="rank"/> axes.</summary>
+    public static string Format(AxisValues values, int rank, int unspecified) => string.Join('x', Resolve(values, rank, unspecified));
+
+    /// <summary>Per-axis causal flags as <c>0x1</c>.</summary>
+    public static string Format(AxisFlags flags, int rank) => string.Join('x', Resolve(flags, rank).Select(c => c ? 1 : 0));
+
     /// <summary>The backend called <paramref name="name"/>, spelled as the library spells it.</summary>
     public static string ResolveBackend(string name)
     {

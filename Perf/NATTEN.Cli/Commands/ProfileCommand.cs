@@ -8,7 +8,10 @@ namespace Natten.Cli.Commands;
 
 /// <summary>
 /// <c>natten profile</c>: times each backend on one random problem and reports the median time,
-/// useful TFLOP/s (<see cref="AttentionFlops"/>) and the speedup over the reference backend.
+/// useful TFLOP/s (<see cref="AttentionFlops"/>), the speedup over the reference and naive backends
+/// and over dense attention on the same backend, and for the fused backend the simulator's bound
+/// (<see cref="FusedTuning.Simulate"/>). Also lists (<c>--dry-run</c>) and searches
+/// (<c>--optimize</c>) fused tile shapes and plots speedup against the window size (<c>--plot</c>).
 /// </summary>
 internal static class ProfileCommand
 {
@@ -18,12 +21,14 @@ internal static class ProfileCommand
         $"""
         Usage: natten profile [options]
 
-        Times every backend (or one) on a random problem: median of --repeat runs after --warmup runs.
-        Reports useful TFLOP/s (only the (query, key) pairs a query may attend to count) and the
-        speedup over the 'reference' backend.
+        Times every backend (or some) on a random problem: median of --repeat runs after --warmup runs.
+        Reports useful TFLOP/s (only the (query, key) pairs a query may attend to count), the speedup
+        over the 'reference' and 'naive' backends, and the speedup over dense attention (the same
+        problem with kernel size = the full extent, non-causal) timed on the same backend in the same
+        run. For 'fused' it also prints the simulator's upper bound on that speedup (natten simulate).
 
         Problem:
-          --shape X           spatial extents, e.g. 1024, 32x32 or 8x16x16 (default 32x32)
+          --shape X           spatial extents, e.g. 1024, 32x32 or 8x16x16 (default 16x16)
         {ProblemOptions.Usage}
           --scale S           score scale (default 1/sqrt(D))
           --batch B           batch size (default 1)
@@ -33,6 +38,7 @@ internal static class ProfileCommand
           --value-dim D       value head dimension (default: --dim)
           --additional-tokens N   extra key/value tokens every query attends to (default 0)
           --dtype T           fp32 or fp16 (default fp32)
+          --tiles Q/KV        fused tile shapes, e.g. 8x8/4x4 (query tile / KV sub-tile; default per rank and D)
 
         Measurement:
           --backend NAMES     all (default), or a comma-separated list of: {string.Join(", ", AttentionBackends.Names)}
@@ -40,10 +46,23 @@ internal static class ProfileCommand
           --warmup N          untimed runs first (default 1)
           --repeat N          timed runs; the median is reported (default 3)
           --seed N            random inputs' seed (default 0)
+          --no-dense          do not time dense attention (no 'vs dense' column)
           --json              one JSON object per line and measurement instead of a table
+
+        Fused tile shapes:
+          --dry-run           list the tile configurations the default accelerator accepts, with the
+                              simulator's figures, least simulated work first; nothing is timed
+          --optimize          time the fused forward with each configuration (the default tiles, then
+                              the least simulated work first), show progress on stderr, print the best
+          --max-configs N     configurations --optimize times at most (default 32)
+
+        Plot:
+          --plot FILE.png     also time a sweep of kernel sizes and draw each backend's speedup over
+                              dense attention (and the fused simulator bound) against the kernel size
+          --plot-kernels L    kernel sizes of the sweep, e.g. 3,5,7 (default: 3,5,7,9,11,13 that fit)
         """;
 
-    public static int Execute(ArgumentReader args, TextWriter stdout)
+    public static int Execute(ArgumentReader args, TextWriter stdout, TextWriter stderr)
     {
         if (args.WantsHelp)
         {
@@ -57,12 +76,28 @@ internal static class ProfileCommand
         // Validates the problem (ArgumentException -> exit code 2) before any allocation.
         var forwardFlops = AttentionFlops.Forward(setup.Shape, setup.Options);
         var backwardFlops = AttentionFlops.Backward(setup.Shape, setup.Options);
+        CheckTuningOptions(setup);
+
+        if (setup.DryRun)
+        {
+            return ProfileTuning.DryRun(setup, forwardFlops, stdout);
+        }
 
         var inputs = new ProfileInputs(setup.Shape, setup.IsFloat16, setup.Seed);
+        if (setup.Optimize)
+        {
+            return ProfileTuning.Optimize(setup, inputs, forwardFlops, stdout, stderr);
+        }
+
         var results = new List<Measurement>();
+        var dense = DenseOptions(setup);
         foreach (var backend in setup.Backends)
         {
-            results.Add(MeasureForward(setup, inputs, backend));
+            results.Add(MeasureForward(setup, inputs, backend, setup.Options, dense: false));
+            if (setup.Dense)
+            {
+                results.Add(MeasureForward(setup, inputs, backend, dense, dense: true));
+            }
         }
 
         if (setup.Backward)
@@ -70,18 +105,52 @@ internal static class ProfileCommand
             var prepared = inputs.TryPrepareBackward(setup.Options, out var why);
             foreach (var backend in setup.Backends)
             {
-                results.Add(prepared ? MeasureBackward(setup, inputs, backend) : Measurement.Skipped(backend, "backward", why));
+                if (!prepared)
+                {
+                    results.Add(Measurement.Skipped(backend, "backward", false, why));
+                    continue;
+                }
+
+                results.Add(MeasureBackward(setup, inputs, backend, setup.Options, dense: false));
+                if (setup.Dense)
+                {
+                    var densePrepared = inputs.TryPrepareBackward(dense, out var denseWhy);
+                    results.Add(densePrepared
+                        ? MeasureBackward(setup, inputs, backend, dense, dense: true)
+                        : Measurement.Skipped(backend, "backward", true, denseWhy));
+                    inputs.TryPrepareBackward(setup.Options, out _);
+                }
             }
         }
 
         var report = new Report(setup, forwardFlops, backwardFlops, results, MachineDescription());
+        IReadOnlyList<SpeedupPlot.Point>? plotPoints = null;
+        if (setup.PlotPath is not null)
+        {
+            plotPoints = SpeedupPlot.Measure(setup, inputs, results);
+        }
+
         if (setup.Json)
         {
             report.WriteJson(stdout);
+            if (plotPoints is not null)
+            {
+                SpeedupPlot.WriteJson(setup, plotPoints, stdout);
+            }
         }
         else
         {
             report.WriteTable(stdout);
+        }
+
+        if (setup.PlotPath is not null)
+        {
+            SpeedupPlot.Draw(setup, plotPoints!, AcceleratorName());
+            if (!setup.Json)
+            {
+                stdout.WriteLine();
+                stdout.WriteLine($"plot: {setup.PlotPath} (speedup over dense attention for kernel sizes {string.Join(',', plotPoints!.Select(p => p.Kernel).Distinct())})");
+            }
         }
 
         return ExitCodes.Success;
@@ -92,83 +161,25 @@ internal static class ProfileCommand
         => $"CPU {Environment.ProcessorCount} cores {RuntimeInformation.ProcessArchitecture}, "
          + $"{RuntimeInformation.OSDescription}, {RuntimeInformation.FrameworkDescription}";
 
+    /// <summary>The default accelerator as the ILGPU backends name it, e.g. <c>Cpu: CPUAccelerator</c>.</summary>
+    internal static string AcceleratorName()
+        => AttentionBackends.Names.Contains(FusedBackendName)
+            ? AttentionBackends.Describe(FusedBackendName).Split(" [", 2)[^1].TrimEnd(']').Replace("on ", string.Empty, StringComparison.Ordinal)
+            : "host CPU";
+
     /// <summary>Whether the library was compiled with optimizations (a Debug build's timings mislead).</summary>
     internal static bool IsOptimizedBuild
         => typeof(NeighborhoodAttention).Assembly.GetCustomAttribute<DebuggableAttribute>() is not { IsJITOptimizerDisabled: true };
 
-    private static ProfileSetup ReadSetup(ArgumentReader args)
-    {
-        var spatialArg = args.GetAxisValues("--shape") ?? new AxisValues(32, 32);
-        int[] spatial = spatialArg.IsUniform ? [spatialArg[0]] : [.. Enumerable.Range(0, spatialArg.Count).Select(a => spatialArg[a])];
-        var options = ProblemOptions.Read(args, defaultKernelSize: 7);
-        if (args.GetDouble("--scale") is { } scale)
+    /// <summary>Dense attention on the same problem: kernel size = the full extent on every axis, stride 1, dilation 1, non-causal; same scale and tiles.</summary>
+    internal static NeighborhoodAttentionOptions DenseOptions(ProfileSetup setup)
+        => new(AxisValues.PerAxis(ProblemOptions.Resolve(setup.Shape.Spatial, setup.Shape.Rank, 1)))
         {
-            options = options with { Scale = scale };
-        }
-
-        var batch = args.GetInt("--batch", 1, min: 1);
-        var heads = args.GetInt("--heads", 4, min: 1);
-        var kvHeads = args.GetInt("--kv-heads", heads, min: 1);
-        if (heads % kvHeads != 0)
-        {
-            throw CliException.Usage($"--heads ({heads}) must be a multiple of --kv-heads ({kvHeads}).");
-        }
-
-        var dim = args.GetInt("--dim", 32, min: 1);
-        var valueDim = args.GetInt("--value-dim", dim, min: 1);
-        var additional = args.GetInt("--additional-tokens", 0, min: 0);
-        var dtype = args.GetChoice("--dtype", _dtypes, "fp32");
-        var backendArg = args.GetString("--backend") ?? "all";
-        var backends = string.Equals(backendArg, "all", StringComparison.OrdinalIgnoreCase)
-            ? AttentionBackends.Names
-            : backendArg.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                .Select(ProblemOptions.ResolveBackend).Distinct().ToArray();
-
-        var shape = new AttentionShape(batch, AxisValues.PerAxis(spatial), heads, dim)
-        {
-            KvHeads = kvHeads,
-            ValueDim = valueDim,
-            AdditionalTokens = additional,
+            Scale = setup.Options.Scale,
+            Tiles = setup.Options.Tiles,
         };
-        return new ProfileSetup
-        {
-            Shape = shape,
-            Options = options,
-            IsFloat16 = dtype == "fp16",
-            Backends = backends,
-            Backward = args.GetFlag("--backward"),
-            Warmup = args.GetInt("--warmup", 1, min: 0),
-            Repeat = args.GetInt("--repeat", 3, min: 1),
-            Seed = args.GetInt("--seed", 0),
-            Json = args.GetFlag("--json"),
-        };
-    }
 
-    private static Measurement MeasureForward(ProfileSetup setup, ProfileInputs inputs, string backend)
-    {
-        var elementType = setup.IsFloat16 ? ElementType.Float16 : ElementType.Float32;
-        if (!AttentionBackends.CanRun(backend, setup.Shape, setup.Options, elementType, backward: false, out var reason))
-        {
-            return Measurement.Skipped(backend, "forward", reason);
-        }
-
-        var options = setup.Options with { Backend = backend };
-        return Time(backend, "forward", () => inputs.Forward(options), setup.Warmup, setup.Repeat);
-    }
-
-    private static Measurement MeasureBackward(ProfileSetup setup, ProfileInputs inputs, string backend)
-    {
-        var elementType = setup.IsFloat16 ? ElementType.Float16 : ElementType.Float32;
-        if (!AttentionBackends.CanRun(backend, setup.Shape, setup.Options, elementType, backward: true, out var reason))
-        {
-            return Measurement.Skipped(backend, "backward", reason);
-        }
-
-        var options = setup.Options with { Backend = backend };
-        return Time(backend, "backward", () => inputs.Backward(options), setup.Warmup, setup.Repeat);
-    }
-
-    private static Measurement Time(string backend, string pass, Action run, int warmup, int repeat)
+    internal static Measurement Time(string backend, string pass, bool dense, Action run, int warmup, int repeat)
     {
         for (var i = 0; i < warmup; i++)
         {
@@ -185,10 +196,159 @@ internal static class ProfileCommand
 
         Array.Sort(ms);
         var median = repeat % 2 == 1 ? ms[repeat / 2] : (ms[(repeat / 2) - 1] + ms[repeat / 2]) / 2;
-        return new Measurement(backend, pass, median, ms[0], null);
+        return new Measurement(backend, pass, dense, median, ms[0], null);
     }
 
-    private sealed record ProfileSetup
+    internal static Measurement MeasureForward(ProfileSetup setup, ProfileInputs inputs, string backend, NeighborhoodAttentionOptions options, bool dense)
+    {
+        if (!AttentionBackends.CanRun(backend, setup.Shape, options, setup.ElementType, backward: false, out var reason))
+        {
+            return Measurement.Skipped(backend, "forward", dense, reason);
+        }
+
+        var run = options with { Backend = backend };
+        return Time(backend, "forward", dense, () => inputs.Forward(run), setup.Warmup, setup.Repeat);
+    }
+
+    private static Measurement MeasureBackward(ProfileSetup setup, ProfileInputs inputs, string backend, NeighborhoodAttentionOptions options, bool dense)
+    {
+        if (!AttentionBackends.CanRun(backend, setup.Shape, options, setup.ElementType, backward: true, out var reason))
+        {
+            return Measurement.Skipped(backend, "backward", dense, reason);
+        }
+
+        var run = options with { Backend = backend };
+        return Time(backend, "backward", dense, () => inputs.Backward(run), setup.Warmup, setup.Repeat);
+    }
+
+    /// <summary>--tiles, --dry-run, --optimize and --plot against each other, the backends and the device.</summary>
+    private static void CheckTuningOptions(ProfileSetup setup)
+    {
+        var hasFused = setup.Backends.Contains(FusedBackendName);
+        if (setup.DryRun || setup.Optimize)
+        {
+            var flag = setup.DryRun ? "--dry-run" : "--optimize";
+            if (!AttentionBackends.Names.Contains(FusedBackendName))
+            {
+                throw CliException.Usage($"{flag} searches the '{FusedBackendName}' backend's tile shapes, and this build has no such backend.");
+            }
+
+            if (setup.ExplicitBackends && !hasFused)
+            {
+                throw CliException.Usage($"{flag} searches the '{FusedBackendName}' backend's tile shapes; --backend does not include it.");
+            }
+
+            if (setup.Options.Tiles is not null)
+            {
+                throw CliException.Usage($"{flag} searches the tile shapes; leave out --tiles.");
+            }
+
+            if (setup.PlotPath is not null || setup.Backward)
+            {
+                throw CliException.Usage($"{flag} tunes the fused forward pass; leave out {(setup.Backward ? "--backward" : "--plot")}.");
+            }
+        }
+
+        if (setup.Options.Tiles is { } tiles)
+        {
+            if (!hasFused)
+            {
+                throw CliException.Usage($"--tiles sets the '{FusedBackendName}' backend's tile shapes; --backend does not include it.");
+            }
+
+            if (!FusedTuning.CanRun(setup.Shape, setup.Options, setup.ElementType, out var reason))
+            {
+                throw CliException.Usage($"--tiles {tiles.ToArgument()} cannot run here: {reason}.");
+            }
+        }
+
+        if (setup.PlotKernels is not null && setup.PlotPath is null)
+        {
+            throw CliException.Usage("--plot-kernels sets the sweep of --plot; give --plot FILE.png too.");
+        }
+
+        if (setup.PlotPath is { } path)
+        {
+            var directory = Path.GetDirectoryName(Path.GetFullPath(path));
+            if (directory is not null && !Directory.Exists(directory))
+            {
+                throw CliException.Usage($"--plot: the folder '{directory}' does not exist.");
+            }
+
+            if (!setup.Dense)
+            {
+                throw CliException.Usage("--plot draws the speedup over dense attention; leave out --no-dense.");
+            }
+
+            if (!setup.Backends.Any(b => b != ReferenceBackendName))
+            {
+                throw CliException.Usage($"--plot needs a backend other than '{ReferenceBackendName}' (its cost does not depend on the window).");
+            }
+
+            SpeedupPlot.Kernels(setup);
+        }
+    }
+
+    internal const string FusedBackendName = "fused";
+    internal const string NaiveBackendName = "naive";
+    internal const string ReferenceBackendName = "reference";
+
+    private static ProfileSetup ReadSetup(ArgumentReader args)
+    {
+        var spatial = ProblemOptions.ReadShape(args);
+        var options = ProblemOptions.Read(args, defaultKernelSize: 7);
+        if (args.GetDouble("--scale") is { } scale)
+        {
+            options = options with { Scale = scale };
+        }
+
+        options = ProblemOptions.ReadTiles(args, options);
+        var batch = args.GetInt("--batch", 1, min: 1);
+        var heads = args.GetInt("--heads", 4, min: 1);
+        var kvHeads = args.GetInt("--kv-heads", heads, min: 1);
+        if (heads % kvHeads != 0)
+        {
+            throw CliException.Usage($"--heads ({heads}) must be a multiple of --kv-heads ({kvHeads}).");
+        }
+
+        var dim = args.GetInt("--dim", 32, min: 1);
+        var valueDim = args.GetInt("--value-dim", dim, min: 1);
+        var additional = args.GetInt("--additional-tokens", 0, min: 0);
+        var dtype = args.GetChoice("--dtype", _dtypes, "fp32");
+        var backendArg = args.GetString("--backend");
+        var backends = backendArg is null || string.Equals(backendArg, "all", StringComparison.OrdinalIgnoreCase)
+            ? AttentionBackends.Names
+            : backendArg.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                .Select(ProblemOptions.ResolveBackend).Distinct().ToArray();
+
+        var shape = new AttentionShape(batch, spatial, heads, dim)
+        {
+            KvHeads = kvHeads,
+            ValueDim = valueDim,
+            AdditionalTokens = additional,
+        };
+        return new ProfileSetup
+        {
+            Shape = shape,
+            Options = options,
+            IsFloat16 = dtype == "fp16",
+            Backends = backends,
+            ExplicitBackends = backendArg is not null && !string.Equals(backendArg, "all", StringComparison.OrdinalIgnoreCase),
+            Backward = args.GetFlag("--backward"),
+            Warmup = args.GetInt("--warmup", 1, min: 0),
+            Repeat = args.GetInt("--repeat", 3, min: 1),
+            Seed = args.GetInt("--seed", 0),
+            Json = args.GetFlag("--json"),
+            Dense = !args.GetFlag("--no-dense"),
+            DryRun = args.GetFlag("--dry-run"),
+            Optimize = args.GetFlag("--optimize"),
+            MaxConfigs = args.GetInt("--max-configs", 32, min: 1),
+            PlotPath = args.GetString("--plot"),
+            PlotKernels = args.GetIntList("--plot-kernels", min: 2),
+        };
+    }
+
+    internal sealed record ProfileSetup
     {
         public required AttentionShape Shape { get; init; }
 
@@ -197,6 +357,9 @@ internal static class ProfileCommand
         public required bool IsFloat16 { get; init; }
 
         public required IReadOnlyList<string> Backends { get; init; }
+
+        /// <summary>Whether --backend named the backends (rather than all of them).</summary>
+        public required bool ExplicitBackends { get; init; }
 
         public required bool Backward { get; init; }
 
@@ -208,190 +371,114 @@ internal static class ProfileCommand
 
         public required bool Json { get; init; }
 
+        public required bool Dense { get; init; }
+
+        public required bool DryRun { get; init; }
+
+        public required bool Optimize { get; init; }
+
+        public required int MaxConfigs { get; init; }
+
+        public required string? PlotPath { get; init; }
+
+        public required int[]? PlotKernels { get; init; }
+
         public string DType => IsFloat16 ? "fp16" : "fp32";
-    }
 
-    /// <summary>One timed (or skipped) backend and pass; <see cref="SkippedReason"/> is set when it could not run.</summary>
-    private sealed record Measurement(string Backend, string Pass, double MedianMs, double MinMs, string? SkippedReason)
-    {
-        public static Measurement Skipped(string backend, string pass, string reason) => new(backend, pass, double.NaN, double.NaN, reason);
-    }
+        public ElementType ElementType => IsFloat16 ? ElementType.Float16 : ElementType.Float32;
 
-    /// <summary>Random, seeded tensors of one problem and the destinations each pass writes.</summary>
-    private sealed class ProfileInputs
-    {
-        private readonly AttentionShape _shape;
-        private readonly Tensor _query, _key, _value, _additionalKey, _additionalValue, _outputGrad;
-        private readonly Tensor _output, _queryGrad, _keyGrad, _valueGrad, _additionalKeyGrad, _additionalValueGrad;
-        private readonly float[] _lse;
+        public int Rank => Shape.Rank;
 
-        public ProfileInputs(AttentionShape shape, bool isFloat16, int seed)
+        /// <summary>The problem line every output starts with.</summary>
+        public string Describe()
+            => $"{Rank}D {Shape}, kernel {ProblemOptions.Format(Options.KernelSize, Rank, 0)} stride {ProblemOptions.Format(Options.Stride, Rank, 1)} "
+             + $"dilation {ProblemOptions.Format(Options.Dilation, Rank, 1)} causal {ProblemOptions.Format(Options.Causal, Rank)}, {DType}";
+
+        /// <summary>The problem's fields, written first in every JSON line of the command.</summary>
+        public void WriteProblem(Utf8JsonWriter json)
         {
-            _shape = shape;
-            var rng = new Random(seed);
-            long tokens = 1;
-            for (var a = 0; a < shape.Rank; a++)
+            var s = Shape;
+            var o = Options;
+            json.WriteString("dtype", DType);
+            json.WriteNumber("rank", Rank);
+            json.WriteNumber("batch", s.Batch);
+            ProfileJson.WriteArray(json, "shape", ProblemOptions.Resolve(s.Spatial, Rank, 1));
+            json.WriteNumber("heads", s.Heads);
+            json.WriteNumber("kv_heads", s.KvHeads);
+            json.WriteNumber("dim", s.HeadDim);
+            json.WriteNumber("value_dim", s.ValueDim);
+            json.WriteNumber("additional_tokens", s.AdditionalTokens);
+            ProfileJson.WriteArray(json, "kernel_size", ProblemOptions.Resolve(o.KernelSize, Rank, 0));
+            ProfileJson.WriteArray(json, "stride", ProblemOptions.Resolve(o.Stride, Rank, 1));
+            ProfileJson.WriteArray(json, "dilation", ProblemOptions.Resolve(o.Dilation, Rank, 1));
+            json.WriteStartArray("causal");
+            foreach (var c in ProblemOptions.Resolve(o.Causal, Rank))
             {
-                tokens *= shape.Spatial[a];
+                json.WriteBooleanValue(c);
             }
 
-            long rows = shape.Batch * tokens, extra = (long)shape.Batch * shape.AdditionalTokens;
-            Tensor Random(long count) => Tensor.Random(rng, count, isFloat16);
-            Tensor Zero(long count) => Tensor.Zero(count, isFloat16);
-            _query = Random(rows * shape.Heads * shape.HeadDim);
-            _key = Random(rows * shape.KvHeads * shape.HeadDim);
-            _value = Random(rows * shape.KvHeads * shape.ValueDim);
-            _additionalKey = Random(extra * shape.KvHeads * shape.HeadDim);
-            _additionalValue = Random(extra * shape.KvHeads * shape.ValueDim);
-            _outputGrad = Random(rows * shape.Heads * shape.ValueDim);
-            _output = Zero(rows * shape.Heads * shape.ValueDim);
-            _lse = Tensor.Zero(rows * shape.Heads, isFloat16: false).F32!;
-            _queryGrad = Zero(_query.Length);
-            _keyGrad = Zero(_key.Length);
-            _valueGrad = Zero(_value.Length);
-            _additionalKeyGrad = Zero(_additionalKey.Length);
-            _additionalValueGrad = Zero(_additionalValue.Length);
-        }
-
-        private bool HasAdditional => _shape.AdditionalTokens > 0;
-
-        public void Forward(NeighborhoodAttentionOptions options)
-        {
-            if (_query.F16 is not null)
-            {
-                if (HasAdditional)
-                {
-                    NeighborhoodAttention.Forward(
-                        _query.F16, _key.F16!, _value.F16!, _additionalKey.F16!, _additionalValue.F16!, _shape, options, _output.F16!, _lse);
-                }
-                else
-                {
-                    NeighborhoodAttention.Forward(_query.F16, _key.F16!, _value.F16!, _shape, options, _output.F16!, _lse);
-                }
-            }
-            else if (HasAdditional)
-            {
-                NeighborhoodAttention.Forward(
-                    _query.F32!, _key.F32!, _value.F32!, _additionalKey.F32!, _additionalValue.F32!, _shape, options, _output.F32!, _lse);
-            }
-            else
-            {
-                NeighborhoodAttention.Forward(_query.F32!, _key.F32!, _value.F32!, _shape, options, _output.F32!, _lse);
-            }
-        }
-
-        /// <summary>Computes the forward output and LSE the backward pass reads (with the automatic backend).</summary>
-        public bool TryPrepareBackward(NeighborhoodAttentionOptions options, out string reason)
-        {
-            if (_query.F16 is not null && HasAdditional)
-            {
-                reason = "the library has no float16 backward with additional tokens";
-                return false;
-            }
-
-            try
-            {
-                Forward(options with { Backend = null });
-            }
-            catch (NotSupportedException ex)
-            {
-                reason = $"no forward output to differentiate: {ex.Message}";
-                return false;
-            }
-
-            reason = string.Empty;
-            return true;
-        }
-
-        public void Backward(NeighborhoodAttentionOptions options)
-        {
-            if (_query.F16 is not null)
-            {
-                NeighborhoodAttention.Backward(
-                    _query.F16, _key.F16!, _value.F16!, _output.F16!, _lse, _outputGrad.F16!, _shape, options,
-                    _queryGrad.F16!, _keyGrad.F16!, _valueGrad.F16!);
-            }
-            else if (HasAdditional)
-            {
-                NeighborhoodAttention.Backward(
-                    _query.F32!, _key.F32!, _value.F32!, _additionalKey.F32!, _additionalValue.F32!,
-                    _output.F32!, _lse, _outputGrad.F32!, _shape, options,
-                    _queryGrad.F32!, _keyGrad.F32!, _valueGrad.F32!, _additionalKeyGrad.F32!, _additionalValueGrad.F32!);
-            }
-            else
-            {
-                NeighborhoodAttention.Backward(
-                    _query.F32!, _key.F32!, _value.F32!, _output.F32!, _lse, _outputGrad.F32!, _shape, options,
-                    _queryGrad.F32!, _keyGrad.F32!, _valueGrad.F32!);
-            }
+            json.WriteEndArray();
+            ProfileJson.WriteNumberOrNull(json, "scale", o.Scale);
+            json.WriteNumber("warmup", Warmup);
+            json.WriteNumber("repeat", Repeat);
+            json.WriteNumber("seed", Seed);
         }
     }
 
-    /// <summary>A float32 or float16 buffer.</summary>
-    private sealed record Tensor(float[]? F32, Half[]? F16)
+    /// <summary>One timed (or skipped) backend and pass, on the problem or (<see cref="Dense"/>) on dense attention; <see cref="SkippedReason"/> is set when it could not run.</summary>
+    internal sealed record Measurement(string Backend, string Pass, bool Dense, double MedianMs, double MinMs, string? SkippedReason)
     {
-        public int Length => F32?.Length ?? F16!.Length;
+        public static Measurement Skipped(string backend, string pass, bool dense, string reason) => new(backend, pass, dense, double.NaN, double.NaN, reason);
 
-        public static Tensor Zero(long count, bool isFloat16)
-        {
-            if (count > Array.MaxLength)
-            {
-                throw CliException.Usage($"the problem needs a tensor of {count} elements; one array holds at most {Array.MaxLength}.");
-            }
-
-            var n = (int)count;
-            return isFloat16 ? new Tensor(null, new Half[n]) : new Tensor(new float[n], null);
-        }
-
-        public static Tensor Random(Random rng, long count, bool isFloat16)
-        {
-            var tensor = Zero(count, isFloat16);
-            for (var i = 0; i < tensor.Length; i++)
-            {
-                var x = (rng.NextSingle() * 2) - 1;
-                if (isFloat16)
-                {
-                    tensor.F16![i] = (Half)x;
-                }
-                else
-                {
-                    tensor.F32![i] = x;
-                }
-            }
-
-            return tensor;
-        }
+        public bool Ran => SkippedReason is null;
     }
 
     /// <summary>Renders the measurements as a table or as JSON lines.</summary>
     private sealed class Report(ProfileSetup setup, double forwardFlops, double backwardFlops, List<Measurement> results, string machine)
     {
         private static readonly CultureInfo _inv = CultureInfo.InvariantCulture;
+        private readonly FusedSimulation? _simulation = setup.Backends.Contains(FusedBackendName) ? FusedTuning.Simulate(setup.Shape, setup.Options, FusedKvTiling.Dynamic, setup.ElementType) : null;
 
         private int Rank => setup.Shape.Rank;
 
+        private IEnumerable<Measurement> Problems => results.Where(m => !m.Dense);
+
         public void WriteTable(TextWriter stdout)
         {
-            var o = setup.Options;
-            var s = setup.Shape;
             var work = $"forward {Fmt(forwardFlops / 1e9)} GFLOP" + (setup.Backward ? $", backward {Fmt(backwardFlops / 1e9)} GFLOP" : string.Empty);
-            stdout.WriteLine(
-                $"natten profile: {Rank}D {s}, kernel {Axes(o.KernelSize, 0)} stride {Axes(o.Stride, 1)} "
-              + $"dilation {Axes(o.Dilation, 1)} causal {string.Join('x', ProblemOptions.Resolve(o.Causal, Rank).Select(c => c ? 1 : 0))}, "
-              + $"{setup.DType}; useful work: {work}");
+            stdout.WriteLine($"natten profile: {setup.Describe()}; useful work: {work}");
             stdout.WriteLine(
                 $"machine: {machine}; median of {setup.Repeat} after {setup.Warmup} warm-up"
               + (IsOptimizedBuild ? string.Empty : "; WARNING: unoptimized (Debug) build, use -c Release for real timings"));
-            stdout.WriteLine();
-
-            var rows = new List<string[]> { new[] { "backend", "pass", "median ms", "min ms", "useful TFLOP/s", "vs reference", "device MB" } };
-            foreach (var m in results.Where(m => m.SkippedReason is null))
+            if (setup.Dense)
             {
-                var speedup = Speedup(m);
+                stdout.WriteLine(
+                    $"dense: the same problem with kernel {string.Join('x', ProblemOptions.Resolve(setup.Shape.Spatial, Rank, 1))} (K = n on every axis), "
+                  + $"stride 1, dilation 1, non-causal, timed on each backend in this run; FLOP-wise bound 1/(1-sparsity) = {X(FlopBound)}");
+            }
+
+            if (_simulation is { } sim)
+            {
+                stdout.WriteLine(
+                    $"fused tiles: {sim.Tiles} ({(setup.Options.Tiles is null ? "default" : "--tiles")}); simulator (dynamic KV tiling): "
+                  + $"at most {sim.MaxVisited} of {sim.FullAttentionSubTiles} KV sub-tiles per query tile, upper-bound speedup {X(sim.UpperBoundSpeedup)}"
+                  + (sim.PerfectlyBlockSparse ? ", perfectly block-sparse" : string.Empty));
+            }
+
+            stdout.WriteLine();
+            var rows = new List<string[]>
+            {
+                new[] { "backend", "pass", "median ms", "min ms", "useful TFLOP/s", "vs reference", "vs naive", "dense ms", "vs dense", "bound", "device MB" },
+            };
+            foreach (var m in Problems.Where(m => m.Ran))
+            {
+                var dense = DenseOf(m);
                 rows.Add(
                 [
                     m.Backend, m.Pass, m.MedianMs.ToString("F3", _inv), m.MinMs.ToString("F3", _inv), Fmt(Tflops(m)),
-                    speedup is { } x ? x.ToString("F2", _inv) + "x" : "n/a",
+                    X(Speedup(m, ReferenceBackendName)), X(Speedup(m, NaiveBackendName)),
+                    dense is { Ran: true } ? dense.MedianMs.ToString("F3", _inv) : "n/a",
+                    X(SpeedupVsDense(m)), X(Bound(m)),
                     DeviceMemory(m) is { } bytes ? (bytes / 1e6).ToString("F2", _inv) : "host",
                 ]);
             }
@@ -404,12 +491,20 @@ internal static class ProfileCommand
                 stdout.WriteLine(string.Join("  ", cells).TrimEnd());
             }
 
-            foreach (var m in results.Where(m => m.SkippedReason is not null))
+            foreach (var m in results.Where(m => !m.Ran))
             {
-                stdout.WriteLine($"skipped {m.Backend} {m.Pass}: {m.SkippedReason}");
+                stdout.WriteLine($"skipped {m.Backend} {m.Pass}{(m.Dense ? " (dense)" : string.Empty)}: {m.SkippedReason}");
             }
 
             stdout.WriteLine();
+            if (_simulation is not null && results.Any(m => m.Backend == FusedBackendName && m.Ran && !m.Dense && m.Pass == "forward"))
+            {
+                stdout.WriteLine(
+                    "bound: the simulator's upper bound on fused's speedup over dense attention, from the KV sub-tiles each query tile visits "
+                  + "(natten simulate). It assumes every visited sub-tile costs the same, as on a GPU; the CPU accelerator skips masked pairs "
+                  + "cheaply and can beat it.");
+            }
+
             foreach (var backend in setup.Backends)
             {
                 stdout.WriteLine($"{backend}: {AttentionBackends.Describe(backend)}");
@@ -418,56 +513,64 @@ internal static class ProfileCommand
 
         public void WriteJson(TextWriter stdout)
         {
-            foreach (var m in results)
+            foreach (var m in Problems)
             {
-                using var buffer = new MemoryStream();
-                using (var json = new Utf8JsonWriter(buffer))
-                {
-                    WriteMeasurement(json, m);
-                }
-
-                stdout.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+                stdout.WriteLine(ProfileJson.Line(json => WriteMeasurement(json, m)));
             }
         }
 
         private void WriteMeasurement(Utf8JsonWriter json, Measurement m)
         {
-            var s = setup.Shape;
-            var o = setup.Options;
             json.WriteStartObject();
             json.WriteString("backend", m.Backend);
             json.WriteString("pass", m.Pass);
-            json.WriteString("dtype", setup.DType);
-            json.WriteNumber("rank", Rank);
-            json.WriteNumber("batch", s.Batch);
-            WriteArray(json, "shape", ProblemOptions.Resolve(s.Spatial, Rank, 1));
-            json.WriteNumber("heads", s.Heads);
-            json.WriteNumber("kv_heads", s.KvHeads);
-            json.WriteNumber("dim", s.HeadDim);
-            json.WriteNumber("value_dim", s.ValueDim);
-            json.WriteNumber("additional_tokens", s.AdditionalTokens);
-            WriteArray(json, "kernel_size", ProblemOptions.Resolve(o.KernelSize, Rank, 0));
-            WriteArray(json, "stride", ProblemOptions.Resolve(o.Stride, Rank, 1));
-            WriteArray(json, "dilation", ProblemOptions.Resolve(o.Dilation, Rank, 1));
-            json.WriteStartArray("causal");
-            foreach (var c in ProblemOptions.Resolve(o.Causal, Rank))
+            setup.WriteProblem(json);
+            if (m.Backend == FusedBackendName && _simulation is { } tiles)
             {
-                json.WriteBooleanValue(c);
+                json.WriteString("tiles", tiles.Tiles.ToArgument());
+            }
+            else
+            {
+                json.WriteNull("tiles");
             }
 
-            json.WriteEndArray();
-            WriteNumberOrNull(json, "scale", o.Scale);
             json.WriteNumber("useful_gflop", (m.Pass == "backward" ? backwardFlops : forwardFlops) / 1e9);
-            json.WriteNumber("warmup", setup.Warmup);
-            json.WriteNumber("repeat", setup.Repeat);
-            json.WriteNumber("seed", setup.Seed);
-            var ran = m.SkippedReason is null;
-            WriteNumberOrNull(json, "ms_median", ran ? m.MedianMs : null);
-            WriteNumberOrNull(json, "ms_min", ran ? m.MinMs : null);
-            WriteNumberOrNull(json, "useful_tflops", ran ? Tflops(m) : null);
-            WriteNumberOrNull(json, "speedup_vs_reference", Speedup(m));
-            WriteNumberOrNull(json, "device_memory_bytes", DeviceMemory(m));
-            if (m.SkippedReason is null)
+            ProfileJson.WriteNumberOrNull(json, "ms_median", m.Ran ? m.MedianMs : null);
+            ProfileJson.WriteNumberOrNull(json, "ms_min", m.Ran ? m.MinMs : null);
+            ProfileJson.WriteNumberOrNull(json, "useful_tflops", m.Ran ? Tflops(m) : null);
+            ProfileJson.WriteNumberOrNull(json, "speedup_vs_reference", Speedup(m, ReferenceBackendName));
+            ProfileJson.WriteNumberOrNull(json, "speedup_vs_naive", Speedup(m, NaiveBackendName));
+            ProfileJson.WriteArray(json, "dense_kernel_size", ProblemOptions.Resolve(setup.Shape.Spatial, Rank, 1));
+            var dense = DenseOf(m);
+            ProfileJson.WriteNumberOrNull(json, "dense_ms_median", dense is { Ran: true } ? dense.MedianMs : null);
+            ProfileJson.WriteNumberOrNull(json, "dense_ms_min", dense is { Ran: true } ? dense.MinMs : null);
+            ProfileJson.WriteNumberOrNull(json, "speedup_vs_dense", SpeedupVsDense(m));
+            if (dense is { Ran: false })
+            {
+                json.WriteString("dense_skipped_reason", dense.SkippedReason);
+            }
+            else
+            {
+                json.WriteNull("dense_skipped_reason");
+            }
+
+            ProfileJson.WriteNumberOrNull(json, "flop_bound", FlopBound);
+            ProfileJson.WriteNumberOrNull(json, "simulated_bound", Bound(m));
+            if (m.Backend == FusedBackendName && m.Pass == "forward" && _simulation is { } sim)
+            {
+                json.WriteNumber("simulated_max_visited", sim.MaxVisited);
+                json.WriteNumber("simulated_full_sub_tiles", sim.FullAttentionSubTiles);
+                json.WriteBoolean("block_sparse", sim.PerfectlyBlockSparse);
+            }
+            else
+            {
+                json.WriteNull("simulated_max_visited");
+                json.WriteNull("simulated_full_sub_tiles");
+                json.WriteNull("block_sparse");
+            }
+
+            ProfileJson.WriteNumberOrNull(json, "device_memory_bytes", DeviceMemory(m));
+            if (m.Ran)
             {
                 json.WriteNull("skipped_reason");
             }
@@ -481,46 +584,82 @@ internal static class ProfileCommand
             json.WriteEndObject();
         }
 
-        private double Tflops(Measurement m) => (m.Pass == "backward" ? backwardFlops : forwardFlops) / (m.MedianMs * 1e-3) / 1e12;
-
-        /// <summary>The reference's median over this one's, for the same pass; null when either did not run.</summary>
-        /// <summary>Peak device memory of the measured call (tensors plus workspace); null for host backends.</summary>
-        private double? DeviceMemory(Measurement m)
-            => AttentionBackends.DeviceMemoryBytes(
-                m.Backend, setup.Shape, setup.Options, setup.IsFloat16 ? ElementType.Float16 : ElementType.Float32, m.Pass == "backward");
-
-        private double? Speedup(Measurement m)
+        /// <summary>1 / (1 − sparsity) of the problem (additional tokens count on both sides).</summary>
+        private double FlopBound
         {
-            var reference = results.Find(r => r.Pass == m.Pass && r.Backend == "reference" && r.SkippedReason is null);
-            return reference is null || m.SkippedReason is not null || m.MedianMs <= 0 ? null : reference.MedianMs / m.MedianMs;
+            get
+            {
+                var tokens = ProblemOptions.Resolve(setup.Shape.Spatial, Rank, 1).Aggregate(1.0, (n, x) => n * x);
+                var densePairs = tokens * (tokens + setup.Shape.AdditionalTokens);
+                var perPair = 2.0 * setup.Shape.Batch * setup.Shape.Heads * (setup.Shape.HeadDim + setup.Shape.ValueDim);
+                return densePairs * perPair / forwardFlops;
+            }
         }
 
-        private string Axes(AxisValues values, int unspecified) => string.Join('x', ProblemOptions.Resolve(values, Rank, unspecified));
+        private double Tflops(Measurement m) => (m.Pass == "backward" ? backwardFlops : forwardFlops) / (m.MedianMs * 1e-3) / 1e12;
+
+        /// <summary>Peak device memory of the measured call (tensors plus workspace); null for host backends.</summary>
+        private double? DeviceMemory(Measurement m)
+            => AttentionBackends.DeviceMemoryBytes(m.Backend, setup.Shape, setup.Options, setup.ElementType, m.Pass == "backward");
+
+        /// <summary>The baseline backend's median over this one's, for the same pass; null when either did not run.</summary>
+        private double? Speedup(Measurement m, string baseline)
+        {
+            var other = Problems.FirstOrDefault(r => r.Pass == m.Pass && r.Backend == baseline && r.Ran);
+            return other is null || !m.Ran || m.MedianMs <= 0 ? null : other.MedianMs / m.MedianMs;
+        }
+
+        private Measurement? DenseOf(Measurement m) => results.Find(r => r.Dense && r.Backend == m.Backend && r.Pass == m.Pass);
+
+        private double? SpeedupVsDense(Measurement m)
+            => DenseOf(m) is { Ran: true } dense && m.Ran && m.MedianMs > 0 ? dense.MedianMs / m.MedianMs : null;
+
+        /// <summary>The simulator's bound, for the fused forward only.</summary>
+        private double? Bound(Measurement m)
+            => m.Backend == FusedBackendName && m.Pass == "forward" && _simulation is { } sim ? sim.UpperBoundSpeedup : null;
+
+        private static string X(double? x) => x is { } v && double.IsFinite(v) ? v.ToString("F2", _inv) + "x" : "n/a";
 
         /// <summary>Three decimals, or scientific notation for tiny values (the reference reaches ~1e-3 TFLOP/s).</summary>
         private static string Fmt(double x) => x >= 0.01 || x == 0 ? x.ToString("F3", _inv) : x.ToString("0.00e+0", _inv);
+    }
+}
 
-        private static void WriteArray(Utf8JsonWriter json, string name, int[] values)
+/// <summary>JSON-lines helpers shared by the commands.</summary>
+internal static class ProfileJson
+{
+    /// <summary>One compact JSON object written by <paramref name="write"/>.</summary>
+    public static string Line(Action<Utf8JsonWriter> write)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
         {
-            json.WriteStartArray(name);
-            foreach (var v in values)
-            {
-                json.WriteNumberValue(v);
-            }
-
-            json.WriteEndArray();
+            write(json);
         }
 
-        private static void WriteNumberOrNull(Utf8JsonWriter json, string name, double? value)
+        return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
+    }
+
+    public static void WriteArray(Utf8JsonWriter json, string name, IEnumerable<int> values)
+    {
+        json.WriteStartArray(name);
+        foreach (var v in values)
         {
-            if (value is { } v && double.IsFinite(v))
-            {
-                json.WriteNumber(name, v);
-            }
-            else
-            {
-                json.WriteNull(name);
-            }
+            json.WriteNumberValue(v);
+        }
+
+        json.WriteEndArray();
+    }
+
+    public static void WriteNumberOrNull(Utf8JsonWriter json, string name, double? value)
+    {
+        if (value is { } v && double.IsFinite(v))
+        {
+            json.WriteNumber(name, v);
+        }
+        else
+        {
+            json.WriteNull(name);
         }
     }
 }

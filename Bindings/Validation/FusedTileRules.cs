@@ -1,0 +1,116 @@
+using Natten.Kernels.Fused;
+using Natten.Kernels.Runtime;
+
+namespace Natten.Validation;
+
+/// <summary>
+/// The fused kernel's tile shapes for a validated problem: the shape a call uses, whether a device
+/// can run it (the kernel's own <see cref="FnaForward.Check"/>), and the search space the profiler
+/// tunes over. Tile extents below 1 and rank mismatches are rejected earlier, by
+/// <see cref="ProblemValidator"/>.
+/// </summary>
+internal static class FusedTileRules
+{
+    /// <summary>Query tiles hold at least one warp of threads (unless the problem has fewer queries per group).</summary>
+    public const int MinQueryTile = 32;
+
+    /// <summary>KV sub-tiles hold at least this many keys (unless the problem has fewer per group).</summary>
+    public const int MinKeyTile = 8;
+
+    /// <summary>KV sub-tiles hold at most this many keys.</summary>
+    public const int MaxKeyTile = 128;
+
+    /// <summary>
+    /// The tile shape a fused call on <paramref name="problem"/> uses (padded to three axes): the requested
+    /// one, else for 16-bit storage the tensor-core kernel's default where that kernel runs the problem on
+    /// the default accelerator, else the float32-math kernel's default.
+    /// </summary>
+    public static FnaTileShape TileShape(AttentionProblem problem)
+    {
+        var p = NaiveBackend.ToParams(problem);
+        if (problem.QueryTile is null && problem.ElementType != ElementType.Float32
+            && FusedBackend.TensorCoreTile(DeviceRuntime.Default, problem, p) is { } tensorCore)
+        {
+            return tensorCore;
+        }
+
+        return FusedBackend.TileShape(problem, p);
+    }
+
+    /// <summary>Why <paramref name="device"/> cannot run the problem's tile shape, or null.</summary>
+    public static string? Check(ComputeDevice device, AttentionProblem problem)
+        => FnaForward.Check(device, NaiveBackend.ToParams(problem), TileShape(problem));
+
+    /// <summary>
+    /// The tile shapes worth trying on <paramref name="device"/>: per axis every power of two from 1
+    /// up to the first one covering the axis's longest dilation group; query tiles of
+    /// <see cref="MinQueryTile"/> threads or more, KV sub-tiles of <see cref="MinKeyTile"/> to
+    /// <see cref="MaxKeyTile"/> keys (both capped by what the problem holds); and only shapes the
+    /// kernel's <see cref="FnaForward.Check"/> accepts on the device.
+    /// </summary>
+    public static List<(int[] Query, int[] Key)> SearchSpace(ComputeDevice device, AttentionProblem problem)
+    {
+        var rank = problem.Rank;
+        var extents = new int[rank][];
+        long allQueries = 1;
+        for (var a = 0; a < rank; a++)
+        {
+            var groupLength = (problem.Spatial[a] + problem.Dilation[a] - 1) / problem.Dilation[a];
+            var powers = new List<int> { 1 };
+            while (powers[^1] < groupLength)
+            {
+                powers.Add(powers[^1] * 2);
+            }
+
+            extents[a] = [.. powers];
+            allQueries *= powers[^1];
+        }
+
+        var minQuery = Math.Min(MinQueryTile, allQueries);
+        var minKey = Math.Min(MinKeyTile, allQueries);
+        var shapes = Combinations(extents).ToArray();
+        var p = NaiveBackend.ToParams(problem);
+        var result = new List<(int[] Query, int[] Key)>();
+        foreach (var query in shapes.Where(s => Product(s) >= minQuery))
+        {
+            foreach (var key in shapes.Where(s => Product(s) >= minKey && Product(s) <= MaxKeyTile))
+            {
+                if (FnaForward.Check(device, p, Pad(query, key)) is null)
+                {
+                    result.Add((query, key));
+                }
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>Per-axis extents padded to the kernel's three axes (leading axes of extent 1).</summary>
+    public static FnaTileShape Pad(int[] query, int[] key)
+    {
+        var pad = 3 - query.Length;
+        int At(int[] values, int axis) => axis < pad ? 1 : values[axis - pad];
+        return new FnaTileShape(At(query, 0), At(query, 1), At(query, 2), At(key, 0), At(key, 1), At(key, 2));
+    }
+
+    /// <summary>The real (unpadded) axes of a kernel tile shape for a problem of <paramref name="rank"/> axes.</summary>
+    public static (int[] Query, int[] Key) Unpad(FnaTileShape tile, int rank)
+    {
+        int[] q = [tile.Q0, tile.Q1, tile.Q2];
+        int[] k = [tile.K0, tile.K1, tile.K2];
+        return (q[(3 - rank)..], k[(3 - rank)..]);
+    }
+
+    private static long Product(int[] values) => values.Aggregate(1L, (x, v) => x * v);
+
+    private static IEnumerable<int[]> Combinations(int[][] extents)
+    {
+        IEnumerable<int[]> result = [[]];
+        foreach (var axis in extents)
+        {
+            result = result.SelectMany(prefix => axis.Select(v => (int[])[.. prefix, v]));
+        }
+
+        return result;
+    }
+}
