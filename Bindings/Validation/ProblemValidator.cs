@@ -6,7 +6,7 @@ namespace Natten.Validation;
 /// All validation, before any work: the rules of docs/SEMANTICS.md, shape consistency and span
 /// lengths/overlaps. Every entry point calls this first; kernels and backends never re-check.
 /// </summary>
-internal static class ProblemValidator
+internal static partial class ProblemValidator
 {
     /// <summary>Checks the shape and options and resolves them to an <see cref="AttentionProblem"/>.</summary>
     /// <exception cref="ArgumentException">The shape or options break a rule; the message names the field and axis.</exception>

@@ -14,7 +14,7 @@ namespace Natten.Cli;
 /// Format errors throw <see cref="InvalidDataException"/>, file-system errors <see cref="IOException"/>;
 /// the messages do not repeat the path, so callers can prefix it with the option it came from.
 /// </remarks>
-internal static class Npy
+internal static partial class Npy
 {
     private const int HeaderAlignment = 64;
     private const int ChunkElements = 1 << 16;

@@ -40,6 +40,8 @@ internal static class RunCommand
           --dtype T           storage: auto (default: float16 when every input is, else float32), fp32, fp16 or
                               bf16 (inputs are rounded to that type first)
 
+        {BlockSparseRun.Usage}
+
         Exit codes: 0 success, 1 unreadable or invalid file, 2 bad arguments or invalid problem.
         """;
 
@@ -49,6 +51,13 @@ internal static class RunCommand
         {
             stdout.WriteLine(UsageText);
             return ExitCodes.Success;
+        }
+
+        var blockMaskPath = args.GetString("--block-mask");
+        var pattern = args.GetString("--pattern");
+        if (blockMaskPath is not null || pattern is not null)
+        {
+            return BlockSparseRun.Execute(args, blockMaskPath, pattern);
         }
 
         // The whole command line first, so a typo fails before any file is touched.
@@ -298,7 +307,7 @@ internal static class RunCommand
         }
     }
 
-    private static void CheckOutputDirectory(string option, string path)
+    internal static void CheckOutputDirectory(string option, string path)
     {
         var directory = Path.GetDirectoryName(Path.GetFullPath(path));
         if (directory is not null && !Directory.Exists(directory))
@@ -307,7 +316,7 @@ internal static class RunCommand
         }
     }
 
-    private static NpyArray ReadInput(string option, string path)
+    internal static NpyArray ReadInput(string option, string path)
     {
         try
         {
@@ -319,7 +328,7 @@ internal static class RunCommand
         }
     }
 
-    private static void WriteOutput(string option, string path, int[] shape, float[] data)
+    internal static void WriteOutput(string option, string path, int[] shape, float[] data)
     {
         try
         {

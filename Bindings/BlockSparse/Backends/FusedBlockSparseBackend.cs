@@ -1,0 +1,201 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+using Natten.Kernels.BlockSparse;
+using Natten.Kernels.Common;
+using Natten.Kernels.Runtime;
+
+namespace Natten.BlockSparse;
+
+/// <summary>
+/// The fused block-sparse kernels (Kernels/BlockSparse) on the default ILGPU accelerator: only the
+/// listed blocks are visited, full blocks without a mask. The forward allocates no workspace; the
+/// backward only the row term (one float per query row) and is deterministic (no atomics).
+/// </summary>
+internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
+{
+    public string Name => "fused";
+
+    public string Description => "fused block-sparse ILGPU kernels (forward and deterministic backward, float32 math, online softmax)";
+
+    public bool CanRun(BlockSparseProblem problem, AttentionPass pass, out string reason)
+    {
+        ComputeDevice device;
+        try
+        {
+            device = DeviceRuntime.Default;
+        }
+        catch (InvalidOperationException ex)
+        {
+            reason = ex.Message;
+            return false;
+        }
+
+        return CanRunOn(device, problem, pass, out reason);
+    }
+
+    public bool CanRunOn(ComputeDevice device, BlockSparseProblem problem, AttentionPass pass, out string reason)
+    {
+        var p = problem.ToParams();
+        var why = BlockSparseLauncher.Check(device, p, problem.Tiles(), pass == AttentionPass.Backward);
+        if (why is not null)
+        {
+            reason = why;
+            return false;
+        }
+
+        var element = problem.ElementType == ElementType.Float32 ? 4 : 2;
+        var once = problem.QueryLength + problem.KeyLength + problem.ValueLength + problem.OutputLength;
+        var bytes = pass == AttentionPass.Forward
+            ? (element * once) + (4 * problem.LseLength)
+            : (element * ((2 * once) + problem.OutputLength)) + (4 * problem.LseLength) + BlockSparseLauncher.BackwardWorkspaceBytes(p);
+        if (bytes > device.Accelerator.MemorySize)
+        {
+            reason = $"the tensors need {bytes / 1e9:0.##} GB on {device.Name} with {device.Accelerator.MemorySize / 1e9:0.##} GB";
+            return false;
+        }
+
+        reason = string.Empty;
+        return true;
+    }
+
+    public void Forward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceForward<TD> views)
+        where TD : unmanaged
+    {
+        var mask = problem.Mask.OnDevice(device);
+        var bias = problem.Bias?.OnDevice(device) ?? BlockSparseDispatch.NoBias;
+        var (p, tiles) = (problem.ToParams(), problem.Tiles());
+        IBlockSparsePass pass = views switch
+        {
+            DeviceForward<float> v => new BlockSparseForwardPass<float, Float32Storage>(
+                device, stream, p, tiles, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp),
+            DeviceForward<ILGPU.Half> v => new BlockSparseForwardPass<ILGPU.Half, Float16Storage>(
+                device, stream, p, tiles, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp),
+            DeviceForward<ushort> v => new BlockSparseForwardPass<ushort, BFloat16Storage>(
+                device, stream, p, tiles, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp),
+            _ => throw new NotSupportedException($"Element type {typeof(TD).Name} is not supported."),
+        };
+        BlockSparseDispatch.Run(mask.ElementMask, bias, pass);
+    }
+
+    public void Backward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceBackward<TD> views)
+        where TD : unmanaged
+    {
+        var mask = problem.Mask.OnDevice(device);
+        var bias = problem.Bias?.OnDevice(device) ?? BlockSparseDispatch.NoBias;
+        var (p, tiles) = (problem.ToParams(), problem.Tiles());
+        IBlockSparsePass pass = views switch
+        {
+            DeviceBackward<float> v => new BlockSparseBackwardPass<float, Float32Storage>(
+                device, stream, p, tiles, mask.Forward, mask.Transposed, v.Query, v.Key, v.Value, v.Output, v.LogSumExp,
+                v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad),
+            DeviceBackward<ILGPU.Half> v => new BlockSparseBackwardPass<ILGPU.Half, Float16Storage>(
+                device, stream, p, tiles, mask.Forward, mask.Transposed, v.Query, v.Key, v.Value, v.Output, v.LogSumExp,
+                v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad),
+            DeviceBackward<ushort> v => new BlockSparseBackwardPass<ushort, BFloat16Storage>(
+                device, stream, p, tiles, mask.Forward, mask.Transposed, v.Query, v.Key, v.Value, v.Output, v.LogSumExp,
+                v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad),
+            _ => throw new NotSupportedException($"Element type {typeof(TD).Name} is not supported."),
+        };
+        BlockSparseDispatch.Run(mask.ElementMask, bias, pass);
+    }
+
+    public void Forward<T>(BlockSparseProblem problem, in ForwardTensors<T> tensors)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (typeof(T) == typeof(float))
+        {
+            HostForward<float, T>(problem, tensors);
+        }
+        else
+        {
+            HostForward<ILGPU.Half, T>(problem, tensors);
+        }
+    }
+
+    public void Backward<T>(BlockSparseProblem problem, in BackwardTensors<T> tensors)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (typeof(T) == typeof(float))
+        {
+            HostBackward<float, T>(problem, tensors);
+        }
+        else
+        {
+            HostBackward<ILGPU.Half, T>(problem, tensors);
+        }
+    }
+
+    /// <summary>bfloat16 storage (ushort bits): the kernels load bf16 and compute in float32.</summary>
+    public void ForwardBFloat16(BlockSparseProblem problem, in ForwardTensors<ushort> tensors) => HostForward<ushort, ushort>(problem, tensors);
+
+    /// <summary>bfloat16 storage (ushort bits) for the backward.</summary>
+    public void BackwardBFloat16(BlockSparseProblem problem, in BackwardTensors<ushort> tensors) => HostBackward<ushort, ushort>(problem, tensors);
+
+    private void HostForward<TD, T>(BlockSparseProblem problem, in ForwardTensors<T> t)
+        where TD : unmanaged
+        where T : unmanaged
+    {
+        var device = DeviceRuntime.Default;
+        using var q = Upload<TD, T>(device, t.Query);
+        using var k = Upload<TD, T>(device, t.Key);
+        using var v = Upload<TD, T>(device, t.Value);
+        using var o = device.Accelerator.Allocate1D<TD>(problem.OutputLength);
+        using var lse = device.Accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
+        var stream = device.Accelerator.DefaultStream;
+        Forward(device, stream, problem, new DeviceForward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View));
+        stream.Synchronize();
+        Download(o, MemoryMarshal.Cast<T, TD>(t.Output));
+        Download(lse, t.LogSumExp);
+    }
+
+    private void HostBackward<TD, T>(BlockSparseProblem problem, in BackwardTensors<T> t)
+        where TD : unmanaged
+        where T : unmanaged
+    {
+        var device = DeviceRuntime.Default;
+        var accelerator = device.Accelerator;
+        using var q = Upload<TD, T>(device, t.Query);
+        using var k = Upload<TD, T>(device, t.Key);
+        using var v = Upload<TD, T>(device, t.Value);
+        using var o = Upload<TD, T>(device, t.Output);
+        using var lse = Upload<float, float>(device, t.LogSumExp);
+        using var dO = Upload<TD, T>(device, t.OutputGrad);
+        using var dq = accelerator.Allocate1D<TD>(problem.QueryLength);
+        using var dk = accelerator.Allocate1D<TD>(problem.KeyLength);
+        using var dv = accelerator.Allocate1D<TD>(problem.ValueLength);
+        var stream = accelerator.DefaultStream;
+        Backward(
+            device, stream, problem,
+            new DeviceBackward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View, dO.View, dq.View, dk.View, dv.View, default, default));
+        stream.Synchronize();
+        Download(dq, MemoryMarshal.Cast<T, TD>(t.QueryGrad));
+        Download(dk, MemoryMarshal.Cast<T, TD>(t.KeyGrad));
+        Download(dv, MemoryMarshal.Cast<T, TD>(t.ValueGrad));
+    }
+
+    private static MemoryBuffer1D<TD, Stride1D.Dense> Upload<TD, T>(ComputeDevice device, ReadOnlySpan<T> source)
+        where TD : unmanaged
+        where T : unmanaged
+    {
+        var buffer = device.Accelerator.Allocate1D<TD>(source.Length);
+        if (!source.IsEmpty)
+        {
+            ArrayView<TD> view = buffer.View;
+            view.CopyFromCPU(MemoryMarshal.Cast<T, TD>(source));
+        }
+
+        return buffer;
+    }
+
+    private static void Download<TD>(MemoryBuffer1D<TD, Stride1D.Dense> buffer, Span<TD> destination)
+        where TD : unmanaged
+    {
+        if (buffer.Length > 0)
+        {
+            ArrayView<TD> view = buffer.View;
+            view.CopyToCPU(destination[..(int)buffer.Length]);
+        }
+    }
+}

@@ -1,0 +1,127 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Natten.Kernels.Common;
+using Natten.Kernels.Runtime;
+
+namespace Natten.Kernels.BlockSparse;
+
+/// <summary>
+/// Host side of the block-sparse kernels: whether a device can run a problem, and the launches.
+/// Launch-time code does no validation of its own (Bindings did it); it only configures and launches.
+/// </summary>
+internal static class BlockSparseLauncher
+{
+    /// <summary>Why the kernels cannot run <paramref name="p"/> with <paramref name="tiles"/> on <paramref name="device"/>, or null.</summary>
+    public static string? Check(ComputeDevice device, BlockSparseParams p, BlockSparseTiles tiles, bool backward)
+    {
+        var accelerator = device.Accelerator;
+        if (tiles.Queries < 1 || tiles.Keys < 1 || tiles.KeyThreads < 1 || tiles.StagedQueries < 1)
+        {
+            return $"tiles {tiles} have an extent below 1";
+        }
+
+        var threads = Math.Max(tiles.Queries, backward ? tiles.KeyThreads : 1);
+        if (threads > accelerator.MaxNumThreadsPerGroup)
+        {
+            return $"tiles {tiles} need {threads} threads per group; {device.Name} allows {accelerator.MaxNumThreadsPerGroup}";
+        }
+
+        var floats = backward
+            ? Math.Max(tiles.QueryGradSharedFloats(p.HeadDim, p.ValueDim), tiles.KeyValueGradSharedFloats(p.HeadDim, p.ValueDim))
+            : tiles.ForwardSharedFloats(p.HeadDim, p.ValueDim);
+        var bytes = (long)floats * sizeof(float);
+        if (bytes > accelerator.MaxSharedMemoryPerGroup)
+        {
+            return $"tiles {tiles} with D={p.HeadDim}, Dv={p.ValueDim} need {bytes} bytes of shared memory; {device.Name} allows {accelerator.MaxSharedMemoryPerGroup}";
+        }
+
+        var groups = (long)p.QueryBlocks * tiles.QueryGroupsPerBlock(p.QueryBlock);
+        var keyGroups = (long)p.KeyBlocks * tiles.KeyGroupsPerBlock(p.KeyBlock);
+        if (Math.Max(groups, keyGroups) > int.MaxValue || p.Heads > 65535 || p.Batch > 65535)
+        {
+            return $"the grid ({Math.Max(groups, keyGroups)} groups × {p.Heads} heads × {p.Batch} batch) exceeds the launch limits";
+        }
+
+        return null;
+    }
+
+    /// <summary>Workspace of the backward: the row term D, one float per query row.</summary>
+    public static long BackwardWorkspaceBytes(BlockSparseParams p) => sizeof(float) * p.QueryRows;
+
+    public static void Forward<T, TS, TMask, TBias>(
+        ComputeDevice device, AcceleratorStream stream, BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks, TMask mask, TBias bias,
+        ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<T> output, ArrayView<float> lse)
+        where T : unmanaged
+        where TS : struct, IElementStorage<T>
+        where TMask : struct, IElementMask
+        where TBias : struct, IScoreBias
+    {
+        var kernels = device.Kernels(a => new BlockSparseForwardKernelSet<T, TS, TMask, TBias>(a));
+        var config = new KernelConfig(
+            new Index3D(p.QueryBlocks * tiles.QueryGroupsPerBlock(p.QueryBlock), p.Heads, p.Batch),
+            new Index3D(tiles.Queries, 1, 1),
+            SharedMemoryConfig.RequestDynamic<float>(tiles.ForwardSharedFloats(p.HeadDim, p.ValueDim)));
+        kernels.Forward(stream, config, p, tiles, blocks, mask, bias, query, key, value, output, lse, lse.Length > 0 ? 1 : 0);
+    }
+
+    /// <summary>The row term, then dQ per query block and dK/dV per key block; waits for the stream (the workspace is freed on return).</summary>
+    public static void Backward<T, TS, TMask, TBias>(
+        ComputeDevice device, AcceleratorStream stream, BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks, BlockList transposed,
+        TMask mask, TBias bias, ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<T> output, ArrayView<float> lse,
+        ArrayView<T> outputGrad, ArrayView<T> queryGrad, ArrayView<T> keyGrad, ArrayView<T> valueGrad)
+        where T : unmanaged
+        where TS : struct, IElementStorage<T>
+        where TMask : struct, IElementMask
+        where TBias : struct, IScoreBias
+    {
+        var kernels = device.Kernels(a => new BlockSparseBackwardKernelSet<T, TS, TMask, TBias>(a));
+        var rows = device.Kernels(a => new BlockSparseRowTermSet<T, TS>(a));
+        using var rowTerm = device.Accelerator.Allocate1D<float>(p.QueryRows);
+        var extent = device.LaunchExtent(p.QueryRows);
+        rows.RowTerm(stream, extent, p.ValueDim, p.QueryRows, extent, output, outputGrad, rowTerm.View);
+
+        kernels.QueryGrad(
+            stream,
+            new KernelConfig(
+                new Index3D(p.QueryBlocks * tiles.QueryGroupsPerBlock(p.QueryBlock), p.Heads, p.Batch),
+                new Index3D(tiles.Queries, 1, 1),
+                SharedMemoryConfig.RequestDynamic<float>(tiles.QueryGradSharedFloats(p.HeadDim, p.ValueDim))),
+            p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm.View, outputGrad, queryGrad);
+        kernels.KeyValueGrad(
+            stream,
+            new KernelConfig(
+                new Index3D(p.KeyBlocks * tiles.KeyGroupsPerBlock(p.KeyBlock), p.KvHeads, p.Batch),
+                new Index3D(tiles.KeyThreads, 1, 1),
+                SharedMemoryConfig.RequestDynamic<float>(tiles.KeyValueGradSharedFloats(p.HeadDim, p.ValueDim))),
+            p, tiles, transposed, mask, bias, query, key, value, lse, rowTerm.View, outputGrad, keyGrad, valueGrad);
+        stream.Synchronize();
+    }
+}
+
+/// <summary>A forward launch waiting for its mask and bias structs (see <see cref="BlockSparseDispatch"/>).</summary>
+internal sealed class BlockSparseForwardPass<T, TS>(
+    ComputeDevice device, AcceleratorStream stream, BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks,
+    ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<T> output, ArrayView<float> lse) : IBlockSparsePass
+    where T : unmanaged
+    where TS : struct, IElementStorage<T>
+{
+    public void Run<TMask, TBias>(TMask mask, TBias bias)
+        where TMask : struct, IElementMask
+        where TBias : struct, IScoreBias
+        => BlockSparseLauncher.Forward<T, TS, TMask, TBias>(device, stream, p, tiles, blocks, mask, bias, query, key, value, output, lse);
+}
+
+/// <summary>A backward launch waiting for its mask and bias structs.</summary>
+internal sealed class BlockSparseBackwardPass<T, TS>(
+    ComputeDevice device, AcceleratorStream stream, BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks, BlockList transposed,
+    ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<T> output, ArrayView<float> lse,
+    ArrayView<T> outputGrad, ArrayView<T> queryGrad, ArrayView<T> keyGrad, ArrayView<T> valueGrad) : IBlockSparsePass
+    where T : unmanaged
+    where TS : struct, IElementStorage<T>
+{
+    public void Run<TMask, TBias>(TMask mask, TBias bias)
+        where TMask : struct, IElementMask
+        where TBias : struct, IScoreBias
+        => BlockSparseLauncher.Backward<T, TS, TMask, TBias>(
+            device, stream, p, tiles, blocks, transposed, mask, bias, query, key, value, output, lse, outputGrad, queryGrad, keyGrad, valueGrad);
+}

@@ -1,0 +1,51 @@
+using Natten.Cli;
+
+namespace Natten.Tests.Cli;
+
+/// <summary><c>natten gen</c> and <c>natten selftest</c> (the commands a GPU session runs first).</summary>
+public sealed class GenAndSelfTestTests
+{
+    [Test]
+    public void GenWritesInputsInNattenLayoutRoundedToTheRequestedType()
+    {
+        using var dir = new TempDirectory();
+        var result = CliRunner.Run("gen", "--shape", "5x6", "--heads", "4", "--kv-heads", "2", "--dim", "8", "--value-dim", "4", "--round", "bf16", "--out", dir.Path);
+        result.AssertSuccess();
+        var q = Npy.Read(dir.File("q.npy"));
+        Assert.That(q.Shape, Is.EqualTo(new[] { 1, 5, 6, 4, 8 }));
+        Assert.That(Npy.Read(dir.File("k.npy")).Shape, Is.EqualTo(new[] { 1, 5, 6, 2, 8 }));
+        Assert.That(Npy.Read(dir.File("v.npy")).Shape, Is.EqualTo(new[] { 1, 5, 6, 2, 4 }));
+        Assert.That(Npy.Read(dir.File("do.npy")).Shape, Is.EqualTo(new[] { 1, 5, 6, 4, 4 }));
+        Assert.That(q.Float32Data!.All(x => BFloat16Conversions.ToSingle(BFloat16Conversions.FromSingle(x)) == x), Is.True, "values are bf16-exact");
+        Assert.That(q.Float32Data!.Distinct().Count(), Is.GreaterThan(100), "random, not constant");
+    }
+
+    [Test]
+    public void GenIsSeeded()
+    {
+        using var a = new TempDirectory();
+        using var b = new TempDirectory();
+        CliRunner.Run("gen", "--shape", "16", "--seed", "3", "--out", a.Path).AssertSuccess();
+        CliRunner.Run("gen", "--shape", "16", "--seed", "3", "--out", b.Path).AssertSuccess();
+        Assert.That(Npy.Read(a.File("k.npy")).Float32Data, Is.EqualTo(Npy.Read(b.File("k.npy")).Float32Data));
+    }
+
+    [Test]
+    public void GenRejectsBadShapes()
+        => CliRunner.Run("gen", "--shape", "4x0", "--out", "x").AssertOneLineError(ExitCodes.Usage, "--shape");
+
+    [Test]
+    public void SelfTestPassesOnThisMachineAndSaysSo()
+    {
+        var result = CliRunner.Run("selftest", "--count", "2", "--seed", "5", "--backend", "fused,naive", "--dtype", "fp32,fp16");
+        result.AssertSuccess();
+        var lines = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(lines[^1], Does.Match(@"^\d+ passed, 0 failed, \d+ skipped$"));
+        Assert.That(lines.Count(l => l.StartsWith("ok", StringComparison.Ordinal)), Is.GreaterThan(8));
+        Assert.That(result.Stdout, Does.Contain("fused fp16 dQ").And.Contain("naive fp32 lse"));
+    }
+
+    [Test]
+    public void SelfTestRejectsUnknownTypes()
+        => CliRunner.Run("selftest", "--dtype", "fp8").AssertOneLineError(ExitCodes.Usage, "--dtype");
+}
