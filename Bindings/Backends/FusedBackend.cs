@@ -91,6 +91,41 @@ internal sealed class FusedBackend : DeviceBackend, IBFloat16Backend
         Download(lse, t.LogSumExp);
     }
 
+    /// <summary>bfloat16 backward on tensor cores when it fits the problem; otherwise through the float32 kernels.</summary>
+    public void BackwardBFloat16(AttentionProblem problem, in BackwardTensors<ushort> t)
+    {
+        var device = DeviceRuntime.Default;
+        var p = NaiveBackend.ToParams(problem);
+        if (TensorCoreTile(device, problem, p) is not { } tile || FnaTensorCoreBackward.Check(device, p, tile) is not null)
+        {
+            NeighborhoodAttention.BackwardBFloat16ViaFloat32(this, problem, t);
+            return;
+        }
+
+        var accelerator = device.Accelerator;
+        using var q = Upload<ushort, ushort>(device, t.Query);
+        using var k = Upload<ushort, ushort>(device, t.Key);
+        using var v = Upload<ushort, ushort>(device, t.Value);
+        using var ak = Upload<ushort, ushort>(device, t.AdditionalKey);
+        using var av = Upload<ushort, ushort>(device, t.AdditionalValue);
+        using var o = Upload<ushort, ushort>(device, t.Output);
+        using var lse = Upload<float, float>(device, t.LogSumExp);
+        using var dO = Upload<ushort, ushort>(device, t.OutputGrad);
+        using var dq = accelerator.Allocate1D<ushort>(problem.QueryLength);
+        using var dk = accelerator.Allocate1D<ushort>(problem.KeyLength);
+        using var dv = accelerator.Allocate1D<ushort>(problem.ValueLength);
+        using var dak = accelerator.Allocate1D<ushort>(problem.AdditionalKeyLength);
+        using var dav = accelerator.Allocate1D<ushort>(problem.AdditionalValueLength);
+        FnaTensorCoreBackward.Backward<Bf16Format, BFloat16Storage>(
+            device, accelerator.DefaultStream, p, tile, q.View, k.View, v.View, ak.View, av.View, o.View, lse.View, dO.View,
+            dq.View, dk.View, dv.View, dak.View, dav.View);
+        Download(dq, t.QueryGrad);
+        Download(dk, t.KeyGrad);
+        Download(dv, t.ValueGrad);
+        Download(dak, t.AdditionalKeyGrad);
+        Download(dav, t.AdditionalValueGrad);
+    }
+
     /// <summary>
     /// The tile shape for the tensor-core kernel (the requested one, or its default), or null when that
     /// kernel cannot run the problem (head dims not multiples of 16/8, tile not a multiple of 16, …).

@@ -7,4 +7,6 @@ namespace Natten.Backends;
 internal interface IBFloat16Backend
 {
     void ForwardBFloat16(AttentionProblem problem, in ForwardTensors<ushort> tensors);
+
+    void BackwardBFloat16(AttentionProblem problem, in BackwardTensors<ushort> tensors);
 }

@@ -58,6 +58,34 @@ public sealed class BFloat16Tests
         Tolerance.AssertRule(expected.LogSumExp, lse, plain.Lse, Tolerance.Float32Floor, "lse");
     }
 
+    [TestCaseSource(nameof(Cases))]
+    public void BackwardMatchesReference(string backend, int headDim, int additional)
+    {
+        _ = additional; // the bf16 backward entry point takes no additional tokens
+        var reference = new NeighborhoodProblem
+        {
+            Batch = 1, Spatial = [7, 9], Heads = 2, KvHeads = 1, HeadDim = headDim, ValueDim = 16, KernelSize = [3, 5],
+            Stride = [1, 2], Dilation = [2, 1], Causal = [false, true],
+        };
+        var shape = new AttentionShape(1, (7, 9), 2, headDim) { KvHeads = 1, ValueDim = 16 };
+        var options = new NeighborhoodAttentionOptions((3, 5)) { Stride = (1, 2), Dilation = (2, 1), Causal = (false, true), Backend = backend };
+        var rng = new Random(headDim + 1);
+        ushort[] Bits(long n) => TestData.Floats(rng, n).Select(BFloat16Conversions.FromSingle).ToArray();
+        double[] Wide(ushort[] bits) => bits.Select(b => (double)BFloat16Conversions.ToSingle(b)).ToArray();
+        var (q, k, v, dO) = (Bits(63 * 2 * headDim), Bits(63 * headDim), Bits(63 * 16), Bits(63 * 2 * 16));
+        var output = new ushort[63 * 2 * 16];
+        var lse = new float[63 * 2];
+        NeighborhoodAttention.ForwardBFloat16(q, k, v, shape, options, output, lse);
+        var (dq, dk, dv) = (new ushort[q.Length], new ushort[k.Length], new ushort[v.Length]);
+        NeighborhoodAttention.BackwardBFloat16(q, k, v, output, lse, dO, shape, options, dq, dk, dv);
+
+        var expected = ReferenceAttention.NeighborhoodBackward(reference, Wide(q), Wide(k), Wide(v), Wide(dO));
+        float[] Values(ushort[] bits) => bits.Select(BFloat16Conversions.ToSingle).ToArray();
+        Assert.That(TestData.MaxAbsDiff(expected.Query, Values(dq)), Is.LessThanOrEqualTo(Tolerance.BFloat16Gradient), "dQ");
+        Assert.That(TestData.MaxAbsDiff(expected.Key, Values(dk)), Is.LessThanOrEqualTo(Tolerance.BFloat16Gradient), "dK");
+        Assert.That(TestData.MaxAbsDiff(expected.Value, Values(dv)), Is.LessThanOrEqualTo(Tolerance.BFloat16Gradient), "dV");
+    }
+
     [Test]
     public void ValidationRunsFirst()
     {
