@@ -1,6 +1,5 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
-using ILGPU;
 using ILGPU.Runtime;
 using Natten.Kernels.Runtime;
 
@@ -91,11 +90,11 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
         where T : unmanaged
     {
         var device = DeviceRuntime.Default;
-        using var q = Upload<TD, T>(device, t.Query);
-        using var k = Upload<TD, T>(device, t.Key);
-        using var v = Upload<TD, T>(device, t.Value);
-        using var ak = Upload<TD, T>(device, t.AdditionalKey);
-        using var av = Upload<TD, T>(device, t.AdditionalValue);
+        using var q = HostTransfer.Upload<TD, T>(device, t.Query);
+        using var k = HostTransfer.Upload<TD, T>(device, t.Key);
+        using var v = HostTransfer.Upload<TD, T>(device, t.Value);
+        using var ak = HostTransfer.Upload<TD, T>(device, t.AdditionalKey);
+        using var av = HostTransfer.Upload<TD, T>(device, t.AdditionalValue);
         using var o = device.Accelerator.Allocate1D<TD>(problem.OutputLength);
         using var lse = device.Accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
         var views = new DeviceForward<TD>(q.View, k.View, v.View, ak.View, av.View, o.View, lse.View);
@@ -110,8 +109,8 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
         }
 
         stream.Synchronize();
-        Download(o, MemoryMarshal.Cast<T, TD>(t.Output));
-        Download(lse, t.LogSumExp);
+        HostTransfer.Download(o, MemoryMarshal.Cast<T, TD>(t.Output));
+        HostTransfer.Download(lse, t.LogSumExp);
     }
 
     private void HostBackward<TD, T>(AttentionProblem problem, in BackwardTensors<T> t)
@@ -120,14 +119,14 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
     {
         var device = DeviceRuntime.Default;
         var accelerator = device.Accelerator;
-        using var q = Upload<TD, T>(device, t.Query);
-        using var k = Upload<TD, T>(device, t.Key);
-        using var v = Upload<TD, T>(device, t.Value);
-        using var ak = Upload<TD, T>(device, t.AdditionalKey);
-        using var av = Upload<TD, T>(device, t.AdditionalValue);
-        using var o = Upload<TD, T>(device, t.Output);
-        using var lse = Upload<float, float>(device, t.LogSumExp);
-        using var dO = Upload<TD, T>(device, t.OutputGrad);
+        using var q = HostTransfer.Upload<TD, T>(device, t.Query);
+        using var k = HostTransfer.Upload<TD, T>(device, t.Key);
+        using var v = HostTransfer.Upload<TD, T>(device, t.Value);
+        using var ak = HostTransfer.Upload<TD, T>(device, t.AdditionalKey);
+        using var av = HostTransfer.Upload<TD, T>(device, t.AdditionalValue);
+        using var o = HostTransfer.Upload<TD, T>(device, t.Output);
+        using var lse = HostTransfer.Upload<float, float>(device, t.LogSumExp);
+        using var dO = HostTransfer.Upload<TD, T>(device, t.OutputGrad);
         using var dq = accelerator.Allocate1D<TD>(problem.QueryLength);
         using var dk = accelerator.Allocate1D<TD>(problem.KeyLength);
         using var dv = accelerator.Allocate1D<TD>(problem.ValueLength);
@@ -146,36 +145,10 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
         }
 
         stream.Synchronize();
-        Download(dq, MemoryMarshal.Cast<T, TD>(t.QueryGrad));
-        Download(dk, MemoryMarshal.Cast<T, TD>(t.KeyGrad));
-        Download(dv, MemoryMarshal.Cast<T, TD>(t.ValueGrad));
-        Download(dak, MemoryMarshal.Cast<T, TD>(t.AdditionalKeyGrad));
-        Download(dav, MemoryMarshal.Cast<T, TD>(t.AdditionalValueGrad));
-    }
-
-    /// <summary>A device copy of <paramref name="source"/> reinterpreted as <typeparamref name="TD"/> (an empty span gives an empty buffer).</summary>
-    protected static MemoryBuffer1D<TD, Stride1D.Dense> Upload<TD, T>(ComputeDevice device, ReadOnlySpan<T> source)
-        where TD : unmanaged
-        where T : unmanaged
-    {
-        var buffer = device.Accelerator.Allocate1D<TD>(source.Length);
-        if (!source.IsEmpty)
-        {
-            ArrayView<TD> view = buffer.View;
-            view.CopyFromCPU(MemoryMarshal.Cast<T, TD>(source));
-        }
-
-        return buffer;
-    }
-
-    /// <summary>Copies a whole buffer into the start of <paramref name="destination"/> (which validation made long enough).</summary>
-    protected static void Download<TD>(MemoryBuffer1D<TD, Stride1D.Dense> buffer, Span<TD> destination)
-        where TD : unmanaged
-    {
-        if (buffer.Length > 0)
-        {
-            ArrayView<TD> view = buffer.View;
-            view.CopyToCPU(destination[..(int)buffer.Length]);
-        }
+        HostTransfer.Download(dq, MemoryMarshal.Cast<T, TD>(t.QueryGrad));
+        HostTransfer.Download(dk, MemoryMarshal.Cast<T, TD>(t.KeyGrad));
+        HostTransfer.Download(dv, MemoryMarshal.Cast<T, TD>(t.ValueGrad));
+        HostTransfer.Download(dak, MemoryMarshal.Cast<T, TD>(t.AdditionalKeyGrad));
+        HostTransfer.Download(dav, MemoryMarshal.Cast<T, TD>(t.AdditionalValueGrad));
     }
 }

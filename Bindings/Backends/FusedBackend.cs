@@ -78,17 +78,17 @@ internal sealed class FusedBackend : DeviceBackend, IBFloat16Backend
         }
 
         var accelerator = device.Accelerator;
-        using var q = Upload<ushort, ushort>(device, t.Query);
-        using var k = Upload<ushort, ushort>(device, t.Key);
-        using var v = Upload<ushort, ushort>(device, t.Value);
-        using var ak = Upload<ushort, ushort>(device, t.AdditionalKey);
-        using var av = Upload<ushort, ushort>(device, t.AdditionalValue);
+        using var q = HostTransfer.Upload<ushort, ushort>(device, t.Query);
+        using var k = HostTransfer.Upload<ushort, ushort>(device, t.Key);
+        using var v = HostTransfer.Upload<ushort, ushort>(device, t.Value);
+        using var ak = HostTransfer.Upload<ushort, ushort>(device, t.AdditionalKey);
+        using var av = HostTransfer.Upload<ushort, ushort>(device, t.AdditionalValue);
         using var o = accelerator.Allocate1D<ushort>(problem.OutputLength);
         using var lse = accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
         FnaTensorCore.Forward<Bf16Format>(device, accelerator.DefaultStream, p, tile, q.View, k.View, v.View, ak.View, av.View, o.View, lse.View);
         accelerator.DefaultStream.Synchronize();
-        Download(o, t.Output);
-        Download(lse, t.LogSumExp);
+        HostTransfer.Download(o, t.Output);
+        HostTransfer.Download(lse, t.LogSumExp);
     }
 
     /// <summary>bfloat16 backward on tensor cores when it fits the problem; otherwise through the float32 kernels.</summary>
@@ -103,14 +103,14 @@ internal sealed class FusedBackend : DeviceBackend, IBFloat16Backend
         }
 
         var accelerator = device.Accelerator;
-        using var q = Upload<ushort, ushort>(device, t.Query);
-        using var k = Upload<ushort, ushort>(device, t.Key);
-        using var v = Upload<ushort, ushort>(device, t.Value);
-        using var ak = Upload<ushort, ushort>(device, t.AdditionalKey);
-        using var av = Upload<ushort, ushort>(device, t.AdditionalValue);
-        using var o = Upload<ushort, ushort>(device, t.Output);
-        using var lse = Upload<float, float>(device, t.LogSumExp);
-        using var dO = Upload<ushort, ushort>(device, t.OutputGrad);
+        using var q = HostTransfer.Upload<ushort, ushort>(device, t.Query);
+        using var k = HostTransfer.Upload<ushort, ushort>(device, t.Key);
+        using var v = HostTransfer.Upload<ushort, ushort>(device, t.Value);
+        using var ak = HostTransfer.Upload<ushort, ushort>(device, t.AdditionalKey);
+        using var av = HostTransfer.Upload<ushort, ushort>(device, t.AdditionalValue);
+        using var o = HostTransfer.Upload<ushort, ushort>(device, t.Output);
+        using var lse = HostTransfer.Upload<float, float>(device, t.LogSumExp);
+        using var dO = HostTransfer.Upload<ushort, ushort>(device, t.OutputGrad);
         using var dq = accelerator.Allocate1D<ushort>(problem.QueryLength);
         using var dk = accelerator.Allocate1D<ushort>(problem.KeyLength);
         using var dv = accelerator.Allocate1D<ushort>(problem.ValueLength);
@@ -119,11 +119,11 @@ internal sealed class FusedBackend : DeviceBackend, IBFloat16Backend
         FnaTensorCoreBackward.Backward<Bf16Format, BFloat16Storage>(
             device, accelerator.DefaultStream, p, tile, q.View, k.View, v.View, ak.View, av.View, o.View, lse.View, dO.View,
             dq.View, dk.View, dv.View, dak.View, dav.View);
-        Download(dq, t.QueryGrad);
-        Download(dk, t.KeyGrad);
-        Download(dv, t.ValueGrad);
-        Download(dak, t.AdditionalKeyGrad);
-        Download(dav, t.AdditionalValueGrad);
+        HostTransfer.Download(dq, t.QueryGrad);
+        HostTransfer.Download(dk, t.KeyGrad);
+        HostTransfer.Download(dv, t.ValueGrad);
+        HostTransfer.Download(dak, t.AdditionalKeyGrad);
+        HostTransfer.Download(dav, t.AdditionalValueGrad);
     }
 
     /// <summary>

@@ -1,6 +1,5 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
-using ILGPU;
 using ILGPU.Runtime;
 using Natten.Kernels.BlockSparse;
 using Natten.Kernels.Common;
@@ -138,16 +137,16 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
         where T : unmanaged
     {
         var device = DeviceRuntime.Default;
-        using var q = Upload<TD, T>(device, t.Query);
-        using var k = Upload<TD, T>(device, t.Key);
-        using var v = Upload<TD, T>(device, t.Value);
+        using var q = HostTransfer.Upload<TD, T>(device, t.Query);
+        using var k = HostTransfer.Upload<TD, T>(device, t.Key);
+        using var v = HostTransfer.Upload<TD, T>(device, t.Value);
         using var o = device.Accelerator.Allocate1D<TD>(problem.OutputLength);
         using var lse = device.Accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
         var stream = device.Accelerator.DefaultStream;
         Forward(device, stream, problem, new DeviceForward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View));
         stream.Synchronize();
-        Download(o, MemoryMarshal.Cast<T, TD>(t.Output));
-        Download(lse, t.LogSumExp);
+        HostTransfer.Download(o, MemoryMarshal.Cast<T, TD>(t.Output));
+        HostTransfer.Download(lse, t.LogSumExp);
     }
 
     private void HostBackward<TD, T>(BlockSparseProblem problem, in BackwardTensors<T> t)
@@ -156,12 +155,12 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
     {
         var device = DeviceRuntime.Default;
         var accelerator = device.Accelerator;
-        using var q = Upload<TD, T>(device, t.Query);
-        using var k = Upload<TD, T>(device, t.Key);
-        using var v = Upload<TD, T>(device, t.Value);
-        using var o = Upload<TD, T>(device, t.Output);
-        using var lse = Upload<float, float>(device, t.LogSumExp);
-        using var dO = Upload<TD, T>(device, t.OutputGrad);
+        using var q = HostTransfer.Upload<TD, T>(device, t.Query);
+        using var k = HostTransfer.Upload<TD, T>(device, t.Key);
+        using var v = HostTransfer.Upload<TD, T>(device, t.Value);
+        using var o = HostTransfer.Upload<TD, T>(device, t.Output);
+        using var lse = HostTransfer.Upload<float, float>(device, t.LogSumExp);
+        using var dO = HostTransfer.Upload<TD, T>(device, t.OutputGrad);
         using var dq = accelerator.Allocate1D<TD>(problem.QueryLength);
         using var dk = accelerator.Allocate1D<TD>(problem.KeyLength);
         using var dv = accelerator.Allocate1D<TD>(problem.ValueLength);
@@ -170,32 +169,8 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
             device, stream, problem,
             new DeviceBackward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View, dO.View, dq.View, dk.View, dv.View, default, default));
         stream.Synchronize();
-        Download(dq, MemoryMarshal.Cast<T, TD>(t.QueryGrad));
-        Download(dk, MemoryMarshal.Cast<T, TD>(t.KeyGrad));
-        Download(dv, MemoryMarshal.Cast<T, TD>(t.ValueGrad));
-    }
-
-    private static MemoryBuffer1D<TD, Stride1D.Dense> Upload<TD, T>(ComputeDevice device, ReadOnlySpan<T> source)
-        where TD : unmanaged
-        where T : unmanaged
-    {
-        var buffer = device.Accelerator.Allocate1D<TD>(source.Length);
-        if (!source.IsEmpty)
-        {
-            ArrayView<TD> view = buffer.View;
-            view.CopyFromCPU(MemoryMarshal.Cast<T, TD>(source));
-        }
-
-        return buffer;
-    }
-
-    private static void Download<TD>(MemoryBuffer1D<TD, Stride1D.Dense> buffer, Span<TD> destination)
-        where TD : unmanaged
-    {
-        if (buffer.Length > 0)
-        {
-            ArrayView<TD> view = buffer.View;
-            view.CopyToCPU(destination[..(int)buffer.Length]);
-        }
+        HostTransfer.Download(dq, MemoryMarshal.Cast<T, TD>(t.QueryGrad));
+        HostTransfer.Download(dk, MemoryMarshal.Cast<T, TD>(t.KeyGrad));
+        HostTransfer.Download(dv, MemoryMarshal.Cast<T, TD>(t.ValueGrad));
     }
 }
