@@ -11,10 +11,14 @@ internal sealed class BackendRegistry
 
     public BackendRegistry(IEnumerable<IAttentionBackend> backends) => _backends = backends.ToArray();
 
-    /// <summary>The library's backends, fastest first; the reference is the last resort.</summary>
-    public static BackendRegistry Default { get; } = new([new FusedBackend(), new NaiveBackend(), new ReferenceBackend()]);
+    /// <summary>
+    /// The library's backends. <see cref="Backends"/> orders them by <see cref="IAttentionBackend.Preference"/>:
+    /// ILGPU backends first on a GPU, the CPU backend first without one; the reference is the last resort.
+    /// </summary>
+    public static BackendRegistry Default { get; } = new([new FusedBackend(), new NaiveBackend(), new CpuBackend(), new ReferenceBackend()]);
 
-    public IReadOnlyList<IAttentionBackend> Backends => _backends;
+    /// <summary>The backends in order of preference (a stable sort: equal ranks keep registration order).</summary>
+    public IReadOnlyList<IAttentionBackend> Backends => _backends.OrderBy(b => b.Preference).ToArray();
 
     /// <summary>The backend called <paramref name="name"/>, or <c>null</c>.</summary>
     public IAttentionBackend? Find(string name)
@@ -56,7 +60,7 @@ internal sealed class BackendRegistry
             if (backend is null)
             {
                 ThrowHelper.ThrowOptions(
-                    $"options.Backend '{name}' is not a known backend; known: {string.Join(", ", _backends.Select(b => b.Name))}.");
+                    $"options.Backend '{name}' is not a known backend; known: {string.Join(", ", Backends.Select(b => b.Name))}.");
             }
 
             if (!CanRun(backend, out var reason))
@@ -68,7 +72,7 @@ internal sealed class BackendRegistry
         }
 
         var reasons = new List<string>();
-        foreach (var backend in _backends)
+        foreach (var backend in Backends)
         {
             if (CanRun(backend, out var reason))
             {

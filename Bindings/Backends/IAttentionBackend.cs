@@ -21,6 +21,12 @@ internal interface IAttentionBackend
     /// <summary>One line on what this backend is.</summary>
     string Description { get; }
 
+    /// <summary>
+    /// Rank in the automatic choice, lower first (<see cref="BackendPreference"/>); backends of equal rank
+    /// keep their registration order.
+    /// </summary>
+    int Preference => BackendPreference.Unstated;
+
     /// <summary>Whether this backend can run <paramref name="problem"/>; otherwise a one-line reason.</summary>
     bool CanRun(AttentionProblem problem, AttentionPass pass, out string reason);
 

@@ -20,6 +20,9 @@ internal readonly record struct DeviceBackward<TD>(
 /// <summary>A backend that can also run on tensors already in an accelerator's memory.</summary>
 internal interface IDeviceAttentionBackend : IAttentionBackend
 {
+    /// <summary>First on a GPU; after the CPU backend when the default accelerator is ILGPU's CPU accelerator.</summary>
+    int IAttentionBackend.Preference => BackendPreference.OfDeviceBackend();
+
     /// <summary>Whether it can run the problem on <paramref name="device"/>; otherwise why not.</summary>
     bool CanRunOn(ComputeDevice device, AttentionProblem problem, AttentionPass pass, out string reason);
 

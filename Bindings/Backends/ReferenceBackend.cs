@@ -16,6 +16,8 @@ internal sealed class ReferenceBackend : IAttentionBackend
 
     public string Description => "double-precision CPU oracle, one (query, key) pair at a time";
 
+    public int Preference => BackendPreference.LastResort;
+
     public bool CanRun(AttentionProblem problem, AttentionPass pass, out string reason)
     {
         var pairs = (double)problem.Batch * problem.Heads * problem.Tokens * (problem.Tokens + problem.AdditionalTokens);
