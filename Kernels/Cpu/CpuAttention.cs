@@ -111,7 +111,8 @@ internal static unsafe partial class CpuAttention
 
     /// <summary>
     /// The automatic tile: 64 rows on a 1D problem; 8 × 16 (last two axes) on 2D and 2 × 4 × 8 on 3D,
-    /// shrunk so the tile's key union stays within about 192 KiB of gathered keys and values.
+    /// shrunk (leading axes first) so the keys and values of the tile's union, its working set, stay
+    /// within about 192 KiB.
     /// </summary>
     internal static int[] ForwardTile(CpuLayout layout)
     {

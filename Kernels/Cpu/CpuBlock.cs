@@ -4,11 +4,11 @@ namespace Natten.Kernels.Cpu;
 /// A block: up to <see cref="Rows"/> consecutive rows on the last axis of a tile, which share their
 /// coordinates (hence their column ranges) on the other two axes. Its columns are runs: for every
 /// pair of first-axis coordinates in its window, the columns of the block's union on the last axis,
-/// consecutive in the tile's column buffers.
+/// consecutive in the column operands.
 /// </summary>
 internal static class CpuBlock
 {
-    /// <summary>Rows per block: the score kernel's register tile is Rows × 2 vectors.</summary>
+    /// <summary>Rows per block: the score kernel's register tile is Rows × 3 (or 2) vectors.</summary>
     public const int Rows = 8;
 
     /// <summary>Range set of the neighborhood runs.</summary>

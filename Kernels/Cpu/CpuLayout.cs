@@ -6,7 +6,8 @@ namespace Natten.Kernels.Cpu;
 /// <summary>
 /// What every pass shares: the problem, its axis tables, the vector width and the address arithmetic
 /// of the heads-last tensors and of the per-call transposed copies (<c>[B, heads, C, N]</c>, one
-/// contiguous row per channel, so a tile's columns are copied with vector moves).
+/// contiguous row per channel, so a run's columns are consecutive floats: read in place, or copied into
+/// a tile buffer with vector moves when the last axis is dilated).
 /// </summary>
 internal sealed unsafe class CpuLayout
 {

@@ -5,10 +5,11 @@ namespace Natten.Kernels.Cpu;
 /// <summary>
 /// The two register-tiled products every pass is made of, generic over the vector width.
 /// <see cref="Scores{TV, TS}"/>: a block's 8 rows (read in place, any row stride) against its runs'
-/// columns (lanes along columns), 8 × 2 vectors of accumulators. <see cref="Accumulate{TV, TS}"/>: each row adds weight × row
-/// operand over exactly the columns it sees (lanes along the head dimension); four rows share
-/// the columns all four see, so a column outside a row's window is never read for that row (a NaN
-/// or ∞ there cannot leak into it).
+/// columns (lanes along columns), 8 × 3 vectors of accumulators (8 × 2 below 512-bit vectors).
+/// <see cref="Accumulate{TV, TS}"/>: each row adds weight × row operand over exactly the columns it sees
+/// (lanes along the head dimension), 4 rows × 4 (or 2, or 1) vectors; the four rows share the columns
+/// all four see and each does its own edges, so a column outside a row's window is never read for that
+/// row (a NaN or ∞ there cannot leak into it).
 /// </summary>
 internal static unsafe class CpuMicroKernels
 {
@@ -22,8 +23,8 @@ internal static unsafe class CpuMicroKernels
         where TV : struct
         where TS : struct, ISimdOps<TV>
     {
-        // Vectors are queued and scored three at a time (two where only 16 vector registers exist), each
-        // group from one source (one stride).
+        // Vectors are queued and scored three at a time with 512-bit vectors (24 accumulators: AVX-512 has
+        // 32 registers), else two at a time; a group shares one column stride.
         var width = TS.Width;
         var group = width == 16 ? 3 : 2;
         var pending = stackalloc nint[3];
