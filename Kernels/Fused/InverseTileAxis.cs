@@ -94,11 +94,7 @@ internal readonly struct InverseTileAxis
 
     public static InverseTileAxis Create(int tileIndex, int n, int k, int s, int d, int c, int keyTile)
     {
-        var perGroup = FnaForwardKernel.TilesPerGroup(n, d, keyTile);
-        var group = tileIndex / perGroup;
-        var groupLength = (n - group + d - 1) / d;
-        var first = tileIndex % perGroup * keyTile;
-        var count = groupLength - first < keyTile ? groupLength - first : keyTile;
+        TileAxis.Slice(tileIndex, n, d, keyTile, out var group, out var groupLength, out var first, out var count);
         return new InverseTileAxis(n, k, s, d, c, group, groupLength, first, count);
     }
 

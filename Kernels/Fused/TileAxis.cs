@@ -89,12 +89,21 @@ internal readonly struct TileAxis
     /// <summary>Axis <c>tileIndex</c> enumerates (dilation group, tile within the group).</summary>
     public static TileAxis Create(int tileIndex, int n, int k, int s, int d, int c, int queryTile)
     {
-        var perGroup = FnaForwardKernel.TilesPerGroup(n, d, queryTile);
-        var group = tileIndex / perGroup;
-        var groupLength = (n - group + d - 1) / d;
-        var first = tileIndex % perGroup * queryTile;
-        var count = groupLength - first < queryTile ? groupLength - first : queryTile;
+        Slice(tileIndex, n, d, queryTile, out var group, out var groupLength, out var first, out var count);
         return new TileAxis(n, k, s, d, c, group, groupLength, first, count);
+    }
+
+    /// <summary>
+    /// Which dilation group and which run of it tile <paramref name="tileIndex"/> covers on an axis: tiles of
+    /// <paramref name="extent"/> positions, enough per group for the longest group (short groups' last tiles are partial or empty).
+    /// </summary>
+    public static void Slice(int tileIndex, int n, int d, int extent, out int group, out int groupLength, out int first, out int count)
+    {
+        var perGroup = FnaForwardKernel.TilesPerGroup(n, d, extent);
+        group = tileIndex / perGroup;
+        groupLength = (n - group + d - 1) / d;
+        first = tileIndex % perGroup * extent;
+        count = groupLength - first < extent ? groupLength - first : extent;
     }
 
     /// <summary>Whether the tile has a query at local index <paramref name="local"/>.</summary>
