@@ -1,0 +1,109 @@
+using System.Reflection;
+using Natten.Kernels.BlockSparse;
+using Natten.Kernels.Common;
+using Natten.Kernels.Cuda;
+using Natten.Kernels.Fused;
+using Natten.Kernels.Naive;
+
+namespace Natten.Kernels.Runtime;
+
+/// <summary>
+/// Every kernel entry point the backends load, with representative type arguments (each storage type,
+/// each mask and bias struct), so that tools can compile all of them ahead of a launch: the PTX check in
+/// the tests and <c>natten ptx</c>. A kernel set that loads a new entry point adds it here.
+/// </summary>
+internal static class KernelCatalog
+{
+    /// <summary>One compiled variant of a kernel.</summary>
+    /// <param name="Name">Readable name: type.method&lt;type arguments&gt;.</param>
+    /// <param name="Method">The closed generic (or plain) kernel method.</param>
+    /// <param name="Grouped">Explicitly grouped (<c>LoadKernel</c>) or implicitly grouped (<c>LoadAutoGroupedKernel</c>).</param>
+    /// <param name="TensorCore">Uses mma.sync fragments (the register-residency check applies).</param>
+    public sealed record Entry(string Name, MethodInfo Method, bool Grouped, bool TensorCore)
+    {
+        public override string ToString() => Name;
+    }
+
+    private static readonly (Type Element, Type Storage)[] Storages =
+    [
+        (typeof(float), typeof(Float32Storage)),
+        (typeof(ILGPU.Half), typeof(Float16Storage)),
+        (typeof(ushort), typeof(BFloat16Storage)),
+    ];
+
+    private static readonly Type[] Formats = [typeof(Fp16Format), typeof(Bf16Format)];
+
+    private static readonly Type[] Masks =
+    [
+        typeof(AllowAll), typeof(DenseBitMask), typeof(SlidingWindowMask), typeof(SegmentMask),
+        typeof(GridWindowMask), typeof(NeighborhoodMask), typeof(AndMask<SegmentMask, SlidingWindowMask>),
+    ];
+
+    private static readonly Type[] Biases = [typeof(NoBias), typeof(DenseBias), typeof(RelativePositionBias)];
+
+    /// <summary>All entries, in a fixed order.</summary>
+    public static IReadOnlyList<Entry> All { get; } = Build();
+
+    private static List<Entry> Build()
+    {
+        var entries = new List<Entry>();
+        void Add(Type owner, string method, bool grouped, bool tensorCore, params Type[] args)
+        {
+            var open = owner.GetMethod(method, BindingFlags.Public | BindingFlags.Static)
+                ?? throw new MissingMethodException(owner.FullName, method);
+            var closed = args.Length == 0 ? open : open.MakeGenericMethod(args);
+            var name = args.Length == 0 ? $"{owner.Name}.{method}" : $"{owner.Name}.{method}<{string.Join(", ", args.Select(Readable))}>";
+            entries.Add(new Entry(name, closed, grouped, tensorCore));
+        }
+
+        foreach (var (t, s) in Storages)
+        {
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.Scores), false, false, t, s);
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.WeightedValues), false, false, t, s, t, s);
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.WeightedValues), false, false, t, s, typeof(float), typeof(Float32Storage));
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.AdditionalAttention), false, false, t, s);
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.Merge), false, false, t, s);
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.RowTerm), false, false, t, s);
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.ScoreGradients), false, false, t, s);
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.AdditionalScoreGradients), false, false, t, s);
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.QueryGrad), false, false, t, s);
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.KeyValueGrad), false, false, t, s);
+            Add(typeof(NaiveKernels), nameof(NaiveKernels.AdditionalKeyValueGrad), false, false, t, s);
+            Add(typeof(FnaForwardKernel), nameof(FnaForwardKernel.Forward), true, false, t, s);
+            Add(typeof(FnaBackwardKernels), nameof(FnaBackwardKernels.RowTerm), false, false, t, s);
+            Add(typeof(FnaBackwardKernels), nameof(FnaBackwardKernels.QueryGrad), true, false, t, s);
+            Add(typeof(FnaBackwardKernels), nameof(FnaBackwardKernels.KeyValueGrad), true, false, t, s);
+            Add(typeof(FnaBackwardKernels), nameof(FnaBackwardKernels.AdditionalKeyValueGrad), true, false, t, s);
+            Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.RowTerm), false, false, t, s);
+        }
+
+        Add(typeof(NaiveKernels), nameof(NaiveKernels.Softmax), false, false);
+
+        foreach (var format in Formats)
+        {
+            Add(typeof(FnaTensorCoreKernel), nameof(FnaTensorCoreKernel.Forward), true, true, format);
+            Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.QueryGrad), true, true, format);
+            Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.KeyValueGrad), true, true, format);
+        }
+
+        var (ft, fs) = Storages[0];
+        var (ht, hs) = Storages[1];
+        foreach (var mask in Masks)
+        {
+            Add(typeof(BlockSparseForwardKernel), nameof(BlockSparseForwardKernel.Forward), true, false, ft, fs, mask, typeof(NoBias));
+        }
+
+        foreach (var bias in Biases)
+        {
+            Add(typeof(BlockSparseForwardKernel), nameof(BlockSparseForwardKernel.Forward), true, false, ht, hs, typeof(AllowAll), bias);
+            Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.QueryGrad), true, false, ft, fs, typeof(SlidingWindowMask), bias);
+            Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.KeyValueGrad), true, false, ft, fs, typeof(SlidingWindowMask), bias);
+        }
+
+        return entries;
+    }
+
+    private static string Readable(Type type) => type == typeof(ILGPU.Half) ? "Half" : type.IsGenericType
+        ? $"{type.Name[..type.Name.IndexOf('`', StringComparison.Ordinal)]}<{string.Join(", ", type.GetGenericArguments().Select(Readable))}>"
+        : type.Name;
+}

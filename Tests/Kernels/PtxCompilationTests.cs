@@ -1,0 +1,60 @@
+using Natten.Kernels.Runtime;
+
+namespace Natten.Tests.Kernels;
+
+/// <summary>
+/// Every kernel the backends load compiles through ILGPU's PTX backend (sm_80) — on any machine,
+/// without a GPU — so CUDA code-generation failures (unsupported constructs, asm operand types,
+/// structs holding views) show up in CI rather than on the first GPU run. The driver JIT (ptxas)
+/// is not run here.
+/// </summary>
+[TestFixture]
+[Category("Ptx")]
+public sealed class PtxCompilationTests
+{
+    private static IEnumerable<TestCaseData> Entries()
+        => KernelCatalog.All.Select((e, i) => new TestCaseData(i).SetArgDisplayNames(e.Name));
+
+    [TestCaseSource(nameof(Entries))]
+    public void Compiles_to_ptx(int index)
+    {
+        var entry = KernelCatalog.All[index];
+        var ptx = entry.Grouped ? PtxInspection.CompileGrouped(entry.Method) : PtxInspection.CompileAutoGrouped(entry.Method);
+        var report = PtxInspection.Inspect(ptx);
+
+        Assert.That(ptx, Does.Contain(".entry"), "the module declares a kernel entry");
+        Assert.That(ptx, Does.Contain(".target sm_80"));
+        if (entry.TensorCore)
+        {
+            Assert.That(report.MmaInstructions, Is.GreaterThan(0), "the tensor-core kernel emits mma.sync");
+        }
+
+        TestContext.Out.WriteLine(
+            $"{entry.Name}: {report.Instructions} instructions, {report.MmaInstructions} mma, shared {report.StaticSharedBytes} B, "
+            + $"local arrays [{string.Join(", ", report.LocalArrays)}] B, ld.local {report.LocalLoads}, st.local {report.LocalStores}");
+    }
+
+    [Test]
+    public void Inspect_reads_depots_and_shared_arrays()
+    {
+        const string ptx = """
+            .visible .entry K(
+            )
+            {
+            	.local .align 4 .b8 __local_depot0[4];
+            	.local .align 4 .b8 __local_depot1[128];
+            	.shared .align 4 .b8 __shared_alloca0[256];
+            	ld.local.f32	%f1, [%rd1];
+            	st.local.f32	[%rd1], %f1;
+            	mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%f0, %f1, %f2, %f3}, {%r0, %r1, %r2, %r3}, {%r4, %r5}, {%f0, %f1, %f2, %f3};
+            }
+            """;
+        var report = PtxInspection.Inspect(ptx.Replace("\r", string.Empty, StringComparison.Ordinal));
+        Assert.That(report.LocalDepots, Is.EqualTo(new[] { 4, 128 }));
+        Assert.That(report.LocalArrays, Is.EqualTo(new[] { 128 }));
+        Assert.That(report.StaticSharedBytes, Is.EqualTo(256));
+        Assert.That(report.LocalLoads, Is.EqualTo(1));
+        Assert.That(report.LocalStores, Is.EqualTo(1));
+        Assert.That(report.MmaInstructions, Is.EqualTo(1));
+    }
+}
