@@ -21,6 +21,7 @@ internal static class CliApp
           simulate  analytic model of the fused kernel: KV tiles visited, masking, speedup bound (natten simulate --help)
           gen       seeded random q/k/v/dO .npy files in NATTEN layout (natten gen --help)
           selftest  every backend on this machine's accelerator against the double Reference (natten selftest --help)
+          ptx       compile every kernel to PTX without a GPU; local-memory and shared-memory report (natten ptx --help)
 
         Options:
           --help, -h    show this help (also after a command)
@@ -74,7 +75,7 @@ internal static class CliApp
     {
         if (args.Length == 0)
         {
-            throw CliException.Usage("no command given; commands: run, profile, simulate, gen, selftest (see 'natten --help').");
+            throw CliException.Usage("no command given; commands: run, profile, simulate, gen, selftest, ptx (see 'natten --help').");
         }
 
         switch (args[0])
@@ -95,11 +96,13 @@ internal static class CliApp
                 return GenCommand.Execute(new ArgumentReader(args[1..]), stdout);
             case "selftest":
                 return SelfTestCommand.Execute(new ArgumentReader(args[1..]), stdout);
+            case "ptx":
+                return PtxCommand.Execute(new ArgumentReader(args[1..]), stdout);
             default:
                 throw CliException.Usage(
                     args[0].StartsWith('-')
-                        ? $"'{args[0]}' is not a known option; give a command first: run, profile, simulate, gen, selftest (see 'natten --help')."
-                        : $"unknown command '{args[0]}'; commands: run, profile, simulate, gen, selftest (see 'natten --help').");
+                        ? $"'{args[0]}' is not a known option; give a command first: run, profile, simulate, gen, selftest, ptx (see 'natten --help')."
+                        : $"unknown command '{args[0]}'; commands: run, profile, simulate, gen, selftest, ptx (see 'natten --help').");
         }
     }
 
