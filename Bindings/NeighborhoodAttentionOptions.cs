@@ -32,6 +32,15 @@ public readonly record struct NeighborhoodAttentionOptions
     public FusedTiles? Tiles { get; init; }
 
     /// <summary>
+    /// Lets the <c>fused</c> backend run the float32 forward on TF32 tensor cores (Q, K, V and the attention
+    /// weights rounded to TF32's 10 mantissa bits, float32 accumulation; ~1e-3 relative error instead of
+    /// ~1e-7) when the head dims are multiples of 8 and the tiles fit. Off by default; like PyTorch's
+    /// <c>allow_tf32</c>, an opt-in trade of precision for speed. Ignored for float16/bfloat16 data (already on
+    /// tensor cores), by the other backends, and by the backward pass (float32 math).
+    /// </summary>
+    public bool AllowTf32 { get; init; }
+
+    /// <summary>
     /// Backend name (see <see cref="AttentionBackends.Names"/>), or <c>null</c> to pick the fastest
     /// backend that can run the problem.
     /// </summary>

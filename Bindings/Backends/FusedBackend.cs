@@ -42,8 +42,29 @@ internal sealed class FusedBackend : DeviceBackend, IBFloat16Backend
         return true;
     }
 
+    /// <summary>
+    /// float32 storage: float32 math, or TF32 tensor cores when the caller allowed it
+    /// (<see cref="NeighborhoodAttentionOptions.AllowTf32"/>) and <see cref="Tf32Tile"/> fits the problem.
+    /// </summary>
     public override void Forward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<float> views)
-        => Forward<float, Float32Storage>(device, stream, problem, views);
+    {
+        var p = NaiveBackend.ToParams(problem);
+        if (problem.AllowTf32 && Tf32Tile(device, problem, p) is { } tile)
+        {
+            FnaTf32.Forward(
+                device, stream, p, tile, views.Query, views.Key, views.Value, views.AdditionalKey, views.AdditionalValue, views.Output, views.LogSumExp);
+            return;
+        }
+
+        Forward<float, Float32Storage>(device, stream, problem, views);
+    }
+
+    /// <summary>The tile shape for the TF32 kernel (the requested one, or its default), or null when it cannot run the problem.</summary>
+    internal static FnaTileShape? Tf32Tile(ComputeDevice device, AttentionProblem problem, ProblemParams p)
+    {
+        var tile = problem.QueryTile is not null ? TileShape(problem, p) : FnaTf32.Default(problem.Rank, Math.Max(problem.HeadDim, problem.ValueDim));
+        return FnaTf32.Check(device, p, tile) is null ? tile : null;
+    }
 
     /// <summary>
     /// Half storage runs on the tensor-core kernel when the head dims and tile shape fit it (see

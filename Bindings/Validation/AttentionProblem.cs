@@ -9,8 +9,9 @@ internal sealed class AttentionProblem
 {
     internal AttentionProblem(
         AttentionShape shape, int[] spatial, int[] kernelSize, int[] stride, int[] dilation, bool[] causal,
-        double scale, ElementType elementType, int[]? queryTile = null, int[]? keyTile = null)
+        double scale, ElementType elementType, int[]? queryTile = null, int[]? keyTile = null, bool allowTf32 = false)
     {
+        AllowTf32 = allowTf32;
         QueryTile = queryTile;
         KeyTile = keyTile;
         Batch = shape.Batch;
@@ -38,6 +39,9 @@ internal sealed class AttentionProblem
     }
 
     public int Batch { get; }
+
+    /// <summary>The float32 forward may run on TF32 tensor cores (<see cref="NeighborhoodAttentionOptions.AllowTf32"/>).</summary>
+    public bool AllowTf32 { get; }
 
     public int Heads { get; }
 

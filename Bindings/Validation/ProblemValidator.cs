@@ -94,7 +94,7 @@ internal static partial class ProblemValidator
 
         try
         {
-            return new AttentionProblem(shape, spatial, kernel, stride, dilation, causal, scale, elementType, queryTile, keyTile);
+            return new AttentionProblem(shape, spatial, kernel, stride, dilation, causal, scale, elementType, queryTile, keyTile, options.AllowTf32);
         }
         catch (OverflowException)
         {

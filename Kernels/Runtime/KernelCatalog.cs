@@ -86,6 +86,8 @@ internal static class KernelCatalog
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.KeyValueGrad), true, true, format);
         }
 
+        Add(typeof(FnaTf32Kernel), nameof(FnaTf32Kernel.Forward), true, true);
+
         var (ft, fs) = Storages[0];
         var (ht, hs) = Storages[1];
         foreach (var mask in Masks)

@@ -39,6 +39,8 @@ internal static class RunCommand
           --backend NAME      backend to use (default: the fastest that can run); one of: {string.Join(", ", AttentionBackends.Names)}
           --dtype T           storage: auto (default: float16 when every input is, else float32), fp32, fp16 or
                               bf16 (inputs are rounded to that type first)
+          --tf32              let the fused float32 forward use TF32 tensor cores (10-bit mantissa products,
+                              float32 accumulation; off by default)
 
         {BlockSparseRun.Usage}
 
@@ -84,6 +86,11 @@ internal static class RunCommand
         if (args.GetString("--backend") is { } backend)
         {
             options = options with { Backend = ProblemOptions.ResolveBackend(backend) };
+        }
+
+        if (args.GetFlag("--tf32"))
+        {
+            options = options with { AllowTf32 = true };
         }
 
         var dtype = args.GetChoice("--dtype", ["auto", "fp32", "fp16", "bf16"], "auto");
