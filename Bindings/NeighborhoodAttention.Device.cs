@@ -29,7 +29,7 @@ public static partial class NeighborhoodAttention
         AttentionShape shape, NeighborhoodAttentionOptions options, DeviceTensor<T> output,
         DeviceTensor<float>? logSumExp = null, AcceleratorStream? stream = null)
         where T : unmanaged
-        => DeviceForwardCore(query, key, value, null, null, false, shape, options, output, logSumExp, stream);
+        => DeviceForwardCore(query, key, value, null, null, false, shape, options, output, logSumExp, stream, ElementTypeOfDevice<T>());
 
     /// <summary>Forward pass on device tensors with additional keys/values in the same softmax.</summary>
     /// <inheritdoc cref="Forward{T}(DeviceTensor{T}, DeviceTensor{T}, DeviceTensor{T}, AttentionShape, NeighborhoodAttentionOptions, DeviceTensor{T}, DeviceTensor{float}?, AcceleratorStream?)"/>
@@ -48,7 +48,7 @@ public static partial class NeighborhoodAttention
         AttentionShape shape, NeighborhoodAttentionOptions options, DeviceTensor<T> output,
         DeviceTensor<float>? logSumExp = null, AcceleratorStream? stream = null)
         where T : unmanaged
-        => DeviceForwardCore(query, key, value, additionalKey, additionalValue, true, shape, options, output, logSumExp, stream);
+        => DeviceForwardCore(query, key, value, additionalKey, additionalValue, true, shape, options, output, logSumExp, stream, ElementTypeOfDevice<T>());
 
     /// <summary>Backward pass on device tensors: dQ, dK, dV (and, with additional tokens, their gradients).</summary>
     /// <remarks>Same math as the span overload; the additional-token tensors are required exactly when <see cref="AttentionShape.AdditionalTokens"/> is positive.</remarks>
@@ -80,8 +80,21 @@ public static partial class NeighborhoodAttention
         DeviceTensor<T>? additionalKeyGrad = null, DeviceTensor<T>? additionalValueGrad = null,
         AcceleratorStream? stream = null)
         where T : unmanaged
+        => DeviceBackwardCore(
+            query, key, value, output, logSumExp, outputGrad, shape, options, queryGrad, keyGrad, valueGrad,
+            additionalKey, additionalValue, additionalKeyGrad, additionalValueGrad, stream, ElementTypeOfDevice<T>());
+
+    private static void DeviceBackwardCore<T>(
+        DeviceTensor<T> query, DeviceTensor<T> key, DeviceTensor<T> value,
+        DeviceTensor<T> output, DeviceTensor<float> logSumExp, DeviceTensor<T> outputGrad,
+        AttentionShape shape, NeighborhoodAttentionOptions options,
+        DeviceTensor<T> queryGrad, DeviceTensor<T> keyGrad, DeviceTensor<T> valueGrad,
+        DeviceTensor<T>? additionalKey, DeviceTensor<T>? additionalValue,
+        DeviceTensor<T>? additionalKeyGrad, DeviceTensor<T>? additionalValueGrad,
+        AcceleratorStream? stream, ElementType elementType)
+        where T : unmanaged
     {
-        var problem = ProblemValidator.Validate(shape, options, ElementTypeOfDevice<T>());
+        var problem = ProblemValidator.Validate(shape, options, elementType);
         var hasAdditional = additionalKey is not null || additionalValue is not null || additionalKeyGrad is not null || additionalValueGrad is not null;
         ProblemValidator.CheckBackwardLengths(
             problem,
@@ -101,7 +114,12 @@ public static partial class NeighborhoodAttention
              (additionalValueGrad, "additionalValueGrad")]);
         var backend = (IDeviceAttentionBackend)BackendRegistry.Default.Choose(problem, options.Backend, AttentionPass.Backward, device.Compute);
         var s = stream ?? device.Accelerator.DefaultStream;
-        if (typeof(T) == typeof(float))
+        if (elementType == ElementType.BFloat16)
+        {
+            backend.BackwardBFloat16(device.Compute, s, problem, BackwardViews<T, ushort>(
+                query, key, value, additionalKey, additionalValue, output, logSumExp, outputGrad, queryGrad, keyGrad, valueGrad, additionalKeyGrad, additionalValueGrad));
+        }
+        else if (typeof(T) == typeof(float))
         {
             backend.Backward(device.Compute, s, problem, BackwardViews<T, float>(
                 query, key, value, additionalKey, additionalValue, output, logSumExp, outputGrad, queryGrad, keyGrad, valueGrad, additionalKeyGrad, additionalValueGrad));
@@ -116,10 +134,10 @@ public static partial class NeighborhoodAttention
     private static void DeviceForwardCore<T>(
         DeviceTensor<T> query, DeviceTensor<T> key, DeviceTensor<T> value, DeviceTensor<T>? additionalKey, DeviceTensor<T>? additionalValue,
         bool hasAdditional, AttentionShape shape, NeighborhoodAttentionOptions options, DeviceTensor<T> output,
-        DeviceTensor<float>? logSumExp, AcceleratorStream? stream)
+        DeviceTensor<float>? logSumExp, AcceleratorStream? stream, ElementType elementType)
         where T : unmanaged
     {
-        var problem = ProblemValidator.Validate(shape, options, ElementTypeOfDevice<T>());
+        var problem = ProblemValidator.Validate(shape, options, elementType);
         ProblemValidator.CheckForwardLengths(
             problem,
             new ForwardLengths(query.Length, key.Length, value.Length, additionalKey?.Length ?? 0, additionalValue?.Length ?? 0, output.Length, logSumExp?.Length),
@@ -133,7 +151,13 @@ public static partial class NeighborhoodAttention
         var backend = (IDeviceAttentionBackend)BackendRegistry.Default.Choose(problem, options.Backend, AttentionPass.Forward, device.Compute);
         var s = stream ?? device.Accelerator.DefaultStream;
         var lse = logSumExp?.View ?? ArrayView<float>.Empty;
-        if (typeof(T) == typeof(float))
+        if (elementType == ElementType.BFloat16)
+        {
+            backend.ForwardBFloat16(device.Compute, s, problem, new DeviceForward<ushort>(
+                View<T, ushort>(query), View<T, ushort>(key), View<T, ushort>(value), View<T, ushort>(additionalKey),
+                View<T, ushort>(additionalValue), View<T, ushort>(output), lse));
+        }
+        else if (typeof(T) == typeof(float))
         {
             backend.Forward(device.Compute, s, problem, new DeviceForward<float>(
                 View<T, float>(query), View<T, float>(key), View<T, float>(value), View<T, float>(additionalKey),

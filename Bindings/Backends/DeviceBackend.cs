@@ -10,7 +10,7 @@ namespace Natten.Backends;
 /// (<see cref="DeviceRuntime.Default"/>), run through the device entry points, and copied back.
 /// Subclasses implement only <see cref="CanRunOn"/> and the device-view passes.
 /// </summary>
-internal abstract class DeviceBackend : IDeviceAttentionBackend
+internal abstract class DeviceBackend : IDeviceAttentionBackend, IBFloat16Backend
 {
     public abstract string Name { get; }
 
@@ -48,6 +48,16 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
 
     public abstract void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<ILGPU.Half> views);
 
+    public abstract void ForwardBFloat16(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<ushort> views);
+
+    public abstract void BackwardBFloat16(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<ushort> views);
+
+    /// <summary>bf16 host spans: copied to the device as bits, run by the device bf16 pass, copied back.</summary>
+    public void ForwardBFloat16(AttentionProblem problem, in ForwardTensors<ushort> tensors) => HostForward<ushort, ushort>(problem, tensors);
+
+    /// <summary>bf16 host spans for the backward pass.</summary>
+    public void BackwardBFloat16(AttentionProblem problem, in BackwardTensors<ushort> tensors) => HostBackward<ushort, ushort>(problem, tensors);
+
     public void Forward<T>(AttentionProblem problem, in ForwardTensors<T> tensors)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -77,7 +87,7 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
     /// <summary>Device memory the host path needs for the call's tensors.</summary>
     protected static long TensorBytes(AttentionProblem problem, AttentionPass pass)
     {
-        var element = problem.ElementType == ElementType.Float16 ? 2 : 4;
+        var element = problem.ElementType == ElementType.Float32 ? 4 : 2;
         var once = problem.QueryLength + problem.KeyLength + problem.ValueLength + problem.AdditionalKeyLength + problem.AdditionalValueLength
                  + problem.OutputLength;
         return pass == AttentionPass.Forward
@@ -106,6 +116,10 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
         else if (views is DeviceForward<ILGPU.Half> h)
         {
             Forward(device, stream, problem, h);
+        }
+        else if (views is DeviceForward<ushort> b)
+        {
+            ForwardBFloat16(device, stream, problem, b);
         }
 
         stream.Synchronize();
@@ -142,6 +156,10 @@ internal abstract class DeviceBackend : IDeviceAttentionBackend
         else if (views is DeviceBackward<ILGPU.Half> h)
         {
             Backward(device, stream, problem, h);
+        }
+        else if (views is DeviceBackward<ushort> b)
+        {
+            BackwardBFloat16(device, stream, problem, b);
         }
 
         stream.Synchronize();

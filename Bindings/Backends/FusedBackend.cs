@@ -11,7 +11,7 @@ namespace Natten.Backends;
 /// attention weights never exist in memory. The forward allocates no workspace; the backward only
 /// the row term D (one float per query row) and is deterministic (no atomics).
 /// </summary>
-internal sealed class FusedBackend : DeviceBackend, IBFloat16Backend
+internal sealed class FusedBackend : DeviceBackend
 {
     public override string Name => "fused";
 
@@ -85,66 +85,35 @@ internal sealed class FusedBackend : DeviceBackend, IBFloat16Backend
     }
 
     /// <summary>
-    /// bfloat16 on the tensor-core kernel when it fits the problem; otherwise through the float32 path
-    /// (inputs widened exactly, output rounded to bf16).
+    /// bfloat16 on the tensor-core kernel when it fits the problem; otherwise the float32-math kernel reading and
+    /// writing bf16 storage (inputs widened exactly, output rounded to nearest even).
     /// </summary>
-    public void ForwardBFloat16(AttentionProblem problem, in ForwardTensors<ushort> t)
+    public override void ForwardBFloat16(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<ushort> views)
     {
-        var device = DeviceRuntime.Default;
         var p = NaiveBackend.ToParams(problem);
-        if (TensorCoreTile(device, problem, p) is not { } tile)
+        if (TensorCoreTile(device, problem, p) is { } tile)
         {
-            NeighborhoodAttention.ForwardBFloat16ViaFloat32(this, problem, t);
+            FnaTensorCore.Forward<Bf16Format>(
+                device, stream, p, tile, views.Query, views.Key, views.Value, views.AdditionalKey, views.AdditionalValue, views.Output, views.LogSumExp);
             return;
         }
 
-        var accelerator = device.Accelerator;
-        using var q = HostTransfer.Upload<ushort, ushort>(device, t.Query);
-        using var k = HostTransfer.Upload<ushort, ushort>(device, t.Key);
-        using var v = HostTransfer.Upload<ushort, ushort>(device, t.Value);
-        using var ak = HostTransfer.Upload<ushort, ushort>(device, t.AdditionalKey);
-        using var av = HostTransfer.Upload<ushort, ushort>(device, t.AdditionalValue);
-        using var o = accelerator.Allocate1D<ushort>(problem.OutputLength);
-        using var lse = accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
-        FnaTensorCore.Forward<Bf16Format>(device, accelerator.DefaultStream, p, tile, q.View, k.View, v.View, ak.View, av.View, o.View, lse.View);
-        accelerator.DefaultStream.Synchronize();
-        HostTransfer.Download(o, t.Output);
-        HostTransfer.Download(lse, t.LogSumExp);
+        Forward<ushort, BFloat16Storage>(device, stream, problem, views);
     }
 
-    /// <summary>bfloat16 backward on tensor cores when it fits the problem; otherwise through the float32 kernels.</summary>
-    public void BackwardBFloat16(AttentionProblem problem, in BackwardTensors<ushort> t)
+    /// <summary>bfloat16 backward on tensor cores when it fits the problem; otherwise the float32-math kernels on bf16 storage.</summary>
+    public override void BackwardBFloat16(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<ushort> views)
     {
-        var device = DeviceRuntime.Default;
         var p = NaiveBackend.ToParams(problem);
-        if (TensorCoreTile(device, problem, p) is not { } tile || FnaTensorCoreBackward.Check(device, p, tile) is not null)
+        if (TensorCoreTile(device, problem, p) is { } tile && FnaTensorCoreBackward.Check(device, p, tile) is null)
         {
-            NeighborhoodAttention.BackwardBFloat16ViaFloat32(this, problem, t);
+            FnaTensorCoreBackward.Backward<Bf16Format, BFloat16Storage>(
+                device, stream, p, tile, views.Query, views.Key, views.Value, views.AdditionalKey, views.AdditionalValue, views.Output,
+                views.LogSumExp, views.OutputGrad, views.QueryGrad, views.KeyGrad, views.ValueGrad, views.AdditionalKeyGrad, views.AdditionalValueGrad);
             return;
         }
 
-        var accelerator = device.Accelerator;
-        using var q = HostTransfer.Upload<ushort, ushort>(device, t.Query);
-        using var k = HostTransfer.Upload<ushort, ushort>(device, t.Key);
-        using var v = HostTransfer.Upload<ushort, ushort>(device, t.Value);
-        using var ak = HostTransfer.Upload<ushort, ushort>(device, t.AdditionalKey);
-        using var av = HostTransfer.Upload<ushort, ushort>(device, t.AdditionalValue);
-        using var o = HostTransfer.Upload<ushort, ushort>(device, t.Output);
-        using var lse = HostTransfer.Upload<float, float>(device, t.LogSumExp);
-        using var dO = HostTransfer.Upload<ushort, ushort>(device, t.OutputGrad);
-        using var dq = accelerator.Allocate1D<ushort>(problem.QueryLength);
-        using var dk = accelerator.Allocate1D<ushort>(problem.KeyLength);
-        using var dv = accelerator.Allocate1D<ushort>(problem.ValueLength);
-        using var dak = accelerator.Allocate1D<ushort>(problem.AdditionalKeyLength);
-        using var dav = accelerator.Allocate1D<ushort>(problem.AdditionalValueLength);
-        FnaTensorCoreBackward.Backward<Bf16Format, BFloat16Storage>(
-            device, accelerator.DefaultStream, p, tile, q.View, k.View, v.View, ak.View, av.View, o.View, lse.View, dO.View,
-            dq.View, dk.View, dv.View, dak.View, dav.View);
-        HostTransfer.Download(dq, t.QueryGrad);
-        HostTransfer.Download(dk, t.KeyGrad);
-        HostTransfer.Download(dv, t.ValueGrad);
-        HostTransfer.Download(dak, t.AdditionalKeyGrad);
-        HostTransfer.Download(dav, t.AdditionalValueGrad);
+        Backward<ushort, BFloat16Storage>(device, stream, problem, views);
     }
 
     /// <summary>

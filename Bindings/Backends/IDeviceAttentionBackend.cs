@@ -33,4 +33,10 @@ internal interface IDeviceAttentionBackend : IAttentionBackend
     void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<float> views);
 
     void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<ILGPU.Half> views);
+
+    /// <summary>Forward pass with bfloat16 storage: the views hold bf16 bit patterns.</summary>
+    void ForwardBFloat16(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<ushort> views);
+
+    /// <summary>Backward pass with bfloat16 storage: the views hold bf16 bit patterns (LSE float32).</summary>
+    void BackwardBFloat16(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<ushort> views);
 }

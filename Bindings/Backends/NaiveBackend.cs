@@ -49,6 +49,12 @@ internal sealed class NaiveBackend : DeviceBackend
     public override void Backward(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<ILGPU.Half> views)
         => Backward<ILGPU.Half, Float16Storage>(device, stream, problem, views);
 
+    public override void ForwardBFloat16(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceForward<ushort> views)
+        => Forward<ushort, BFloat16Storage>(device, stream, problem, views);
+
+    public override void BackwardBFloat16(ComputeDevice device, AcceleratorStream stream, AttentionProblem problem, in DeviceBackward<ushort> views)
+        => Backward<ushort, BFloat16Storage>(device, stream, problem, views);
+
     internal static ProblemParams ToParams(AttentionProblem p) => new(
         p.Batch, p.Heads, p.KvHeads, p.HeadDim, p.ValueDim, p.AdditionalTokens, p.Spatial, p.KernelSize, p.Stride, p.Dilation, p.Causal, p.Scale);
 

@@ -102,7 +102,7 @@ public sealed class Tf32Tests(AcceleratorKind kind)
                 for (var k = 0; k < 16; k++)
                 {
                     productNN += a[(r * 16) + k] * (double)b[(k * 8) + n];
-
+                    productNT += a[(r * 16) + k] * (double)b[(k * 8) + n];
                 }
 
                 Assert.That(nn[(r * 8) + n], Is.EqualTo(productNN).Within(1e-5), $"NN C[{r}, {n}]");
