@@ -16,11 +16,14 @@ public sealed class ScoreBiasGradientTests
 
     public static IEnumerable<TestCaseData> TableCases()
     {
-        TestCaseData Case(string name, int[] extents, int[] kernel, int[] dilation, int tableHeads, int batch)
-            => new TestCaseData(new TableCase(extents, kernel, dilation, tableHeads, batch)).SetName($"{{m}}({name})");
+        TestCaseData Case(string name, int[] extents, int[] kernel, int[] dilation, int tableHeads, int batch, bool full = false)
+            => new TestCaseData(new TableCase(extents, kernel, dilation, tableHeads, batch, full)).SetName($"{{m}}({name})");
         yield return Case("1D K3 dilation 2", [12], [3], [2], 2, 2);
         yield return Case("1D K4, table shared by 2 heads", [9], [4], [1], 1, 1);
         yield return Case("2D K3x3 dilation 1x2", [5, 6], [3, 3], [1, 2], 2, 1);
+
+        // Every pair allowed: pairs beyond the table get nothing, and with dilation 2 several keys of a row share an entry.
+        yield return Case("1D K3 dilation 2, full mask", [11], [3], [2], 2, 2, full: true);
     }
 
     [Test]
@@ -351,7 +354,7 @@ internal sealed record DenseBiasCase(float[] Values, int Batches, int Heads, int
 /// NATTEN's RPB on the neighborhood pattern (stride 1, non-causal): the mask and the table index as
 /// independent predicates over row-major grid coordinates.
 /// </summary>
-public sealed record TableCase(int[] Extents, int[] Kernel, int[] Dilation, int TableHeads, int Batch)
+public sealed record TableCase(int[] Extents, int[] Kernel, int[] Dilation, int TableHeads, int Batch, bool Full = false)
 {
     public int Tokens => Extents.Aggregate(1, (a, b) => a * b);
 
@@ -363,11 +366,13 @@ public sealed record TableCase(int[] Extents, int[] Kernel, int[] Dilation, int 
         => ScoreBias.RelativePosition(table, TableHeads, AxisValues.PerAxis(Extents), AxisValues.PerAxis(Kernel), AxisValues.PerAxis(Dilation));
 
     public BlockMask Mask()
-        => BlockMasks.Neighborhood(
-            AxisValues.PerAxis(Extents), new NeighborhoodAttentionOptions(AxisValues.PerAxis(Kernel)) { Dilation = AxisValues.PerAxis(Dilation) }, 4, 5);
+        => Full
+            ? BlockMask.FromBlocks(Enumerable.Repeat(true, ((Tokens + 3) / 4) * ((Tokens + 4) / 5)).ToArray(), Tokens, Tokens, 4, 5)
+            : BlockMasks.Neighborhood(
+                AxisValues.PerAxis(Extents), new NeighborhoodAttentionOptions(AxisValues.PerAxis(Kernel)) { Dilation = AxisValues.PerAxis(Dilation) }, 4, 5);
 
-    /// <summary>NATTEN's window as the Reference defines it (stride 1, non-causal).</summary>
-    public bool Allows(int b, int h, int q, int k) => Problem.Allows(q, k);
+    /// <summary>NATTEN's window as the Reference defines it (stride 1, non-causal), or every pair.</summary>
+    public bool Allows(int b, int h, int q, int k) => Full || Problem.Allows(q, k);
 
     private NeighborhoodProblem Problem => new()
     {
