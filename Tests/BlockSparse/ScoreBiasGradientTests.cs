@@ -58,6 +58,28 @@ public sealed class ScoreBiasGradientTests
         MaskedAssert.Within(expected, actual, Tolerance.Float32Gradient, $"d(bias) {bias}, {c}");
     }
 
+    [TestCase(1, 1, 1, TestName = "{m}(bias shared by batch and heads, shared mask)")]
+    [TestCase(1, 1, 2, TestName = "{m}(bias shared by batch and heads, per-head mask)")]
+    [TestCase(1, 2, 2, TestName = "{m}(bias per head, per-head mask)")]
+    [TestCase(2, 1, 1, TestName = "{m}(bias per batch entry, shared mask)")]
+    [TestCase(2, 2, 1, TestName = "{m}(bias per batch entry and head: direct)")]
+    public void FusedDenseBiasGradientForEveryBroadcast(int batches, int heads, int maskHeads)
+    {
+        var shape = new BlockSparseShape(2, 11, 13, 2, 4) { KvHeads = 1, ValueDim = 3 };
+        var data = MaskedCase.Create(new Random(batches + (2 * heads) + (4 * maskHeads)), shape);
+        var rng = new Random(17);
+        var dense = Enumerable.Range(0, maskHeads * 11 * 13).Select(_ => rng.Next(3) != 0).ToArray();
+        bool Allows(int b, int h, int q, int k) => dense[((((maskHeads == 1 ? 0 : h) * 11) + q) * 13) + k];
+        var values = TestData.Floats(rng, batches * heads * 11 * 13).Select(x => 2 * x).ToArray();
+        var bias = new DenseBiasCase(values, batches, heads, 11, 13);
+        using var scoreBias = bias.Build();
+        using var mask = BlockMask.FromDense(dense, 11, 13, 4, 5, maskHeads);
+        var options = new BlockSparseOptions { Bias = scoreBias, Backend = "fused" };
+        var (expected, actual) = RunFloat32(data, mask, options, Allows, bias.Value, bias.Index, values.Length, batches);
+        MaskedAssert.Within(expected, actual, Tolerance.Float32Gradient, $"d(bias) {bias}");
+        Assert.That(actual.Count(x => x != 0), Is.GreaterThan(values.Length / 3), "most bias values receive a gradient");
+    }
+
     [TestCaseSource(nameof(TableCases))]
     public void FusedRelativePositionBiasGradientMatchesTheOracle(TableCase t)
     {
