@@ -56,7 +56,8 @@ public static partial class ReferenceAttention
     }
 
     /// <summary>
-    /// Analytic backward of <see cref="DenseMasked"/> (the bias is a constant: no gradient flows to it).
+    /// Analytic backward of <see cref="DenseMasked"/> for Q, K and V (the bias's gradient is
+    /// <see cref="DenseMaskedBiasGradient"/>).
     /// With P the probabilities of a query row, dP_j = dO·v_j, D = Σ_j P_j dP_j, dS_j = P_j (dP_j − D):
     /// dV_j += P_j dO, dQ += scale Σ_j dS_j k_j, dK_j += scale dS_j q; kv-head gradients sum over their query heads.
     /// </summary>

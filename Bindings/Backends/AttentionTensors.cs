@@ -49,4 +49,7 @@ internal readonly ref struct BackwardTensors<T>
     public Span<T> AdditionalKeyGrad { get; init; }
 
     public Span<T> AdditionalValueGrad { get; init; }
+
+    /// <summary>Block-sparse only: the score bias's gradient; empty when the caller wants none.</summary>
+    public Span<float> BiasGradient { get; init; }
 }

@@ -54,19 +54,21 @@ public static partial class BlockSparseAttention
     /// <param name="queryGrad">Destination dQ as bf16 bits.</param>
     /// <param name="keyGrad">Destination dK as bf16 bits.</param>
     /// <param name="valueGrad">Destination dV as bf16 bits.</param>
+    /// <param name="biasGradient">Optional destination for the score bias's gradient (float32, <see cref="ScoreBias.Length"/> values; see the float overload of <c>Backward</c>).</param>
     /// <exception cref="ArgumentException">A shape, the mask, an option or a span does not fit; the message names it.</exception>
     /// <exception cref="NotSupportedException">No backend (or not the named one) can run the problem; the message lists why.</exception>
     public static void BackwardBFloat16(
         ReadOnlySpan<ushort> query, ReadOnlySpan<ushort> key, ReadOnlySpan<ushort> value,
         ReadOnlySpan<ushort> output, ReadOnlySpan<float> logSumExp, ReadOnlySpan<ushort> outputGrad, BlockMask mask,
-        BlockSparseShape shape, BlockSparseOptions options, Span<ushort> queryGrad, Span<ushort> keyGrad, Span<ushort> valueGrad)
+        BlockSparseShape shape, BlockSparseOptions options, Span<ushort> queryGrad, Span<ushort> keyGrad, Span<ushort> valueGrad,
+        Span<float> biasGradient = default)
     {
         var tensors = new BackwardTensors<ushort>
         {
             Query = query, Key = key, Value = value, Output = output, LogSumExp = logSumExp, OutputGrad = outputGrad,
-            QueryGrad = queryGrad, KeyGrad = keyGrad, ValueGrad = valueGrad,
+            QueryGrad = queryGrad, KeyGrad = keyGrad, ValueGrad = valueGrad, BiasGradient = biasGradient,
         };
-        var problem = ProblemValidator.ValidateBlockSparse(shape, mask, options, ElementType.BFloat16);
+        var problem = ProblemValidator.ValidateBlockSparse(shape, mask, options, ElementType.BFloat16, !biasGradient.IsEmpty);
         ProblemValidator.CheckBlockSparseBackward(problem, tensors);
         var backend = BlockSparseBackends.Choose(problem, options.Backend, AttentionPass.Backward);
         if (backend is FusedBlockSparseBackend fused)
@@ -79,7 +81,7 @@ public static partial class BlockSparseAttention
         backend.Backward(problem, new BackwardTensors<float>
         {
             Query = Widen(query), Key = Widen(key), Value = Widen(value), Output = Widen(output), LogSumExp = logSumExp,
-            OutputGrad = Widen(outputGrad), QueryGrad = dq, KeyGrad = dk, ValueGrad = dv,
+            OutputGrad = Widen(outputGrad), QueryGrad = dq, KeyGrad = dk, ValueGrad = dv, BiasGradient = biasGradient,
         });
         BFloat16Conversions.FromSingle(dq, queryGrad);
         BFloat16Conversions.FromSingle(dk, keyGrad);

@@ -54,8 +54,13 @@ public static partial class BlockSparseAttention
         }
     }
 
-    /// <summary>Backward pass on device tensors: dQ, dK, dV.</summary>
-    /// <remarks>Same math as the span overload; waits for the stream before returning (its row-term workspace is freed).</remarks>
+    /// <summary>Backward pass on device tensors: dQ, dK, dV, and optionally the score bias's gradient.</summary>
+    /// <remarks>
+    /// Same math as the span overload; waits for the stream before returning (its workspaces are freed): the
+    /// row term, and with <paramref name="biasGradient"/> for a dense bias broadcast over batch/heads the dS of
+    /// the listed blocks (B · H · listed blocks per (b, h) · Bq · Bk floats), for a relative-position bias one
+    /// partial sum per query row and table entry of its head (B · Nq · H · Π(2K − 1) floats).
+    /// </remarks>
     /// <typeparam name="T"><see cref="float"/> or <see cref="System.Half"/>.</typeparam>
     /// <param name="query">Q.</param>
     /// <param name="key">K.</param>
@@ -70,13 +75,18 @@ public static partial class BlockSparseAttention
     /// <param name="keyGrad">Destination dK.</param>
     /// <param name="valueGrad">Destination dV.</param>
     /// <param name="stream">Stream of the tensors' device to queue the work on.</param>
+    /// <param name="biasGradient">
+    /// Optional destination for the gradient of <see cref="BlockSparseOptions.Bias"/> (float32, exactly
+    /// <see cref="ScoreBias.Length"/> values, laid out like the bias; overwritten); null for none.
+    /// </param>
     /// <exception cref="ArgumentException">A shape, the mask, an option or a tensor does not fit.</exception>
     /// <exception cref="NotSupportedException"><typeparamref name="T"/> is not float or Half, or no device backend can run the problem.</exception>
     public static void Backward<T>(
         DeviceTensor<T> query, DeviceTensor<T> key, DeviceTensor<T> value,
         DeviceTensor<T> output, DeviceTensor<float> logSumExp, DeviceTensor<T> outputGrad, BlockMask mask,
         BlockSparseShape shape, BlockSparseOptions options,
-        DeviceTensor<T> queryGrad, DeviceTensor<T> keyGrad, DeviceTensor<T> valueGrad, AcceleratorStream? stream = null)
+        DeviceTensor<T> queryGrad, DeviceTensor<T> keyGrad, DeviceTensor<T> valueGrad, AcceleratorStream? stream = null,
+        DeviceTensor<float>? biasGradient = null)
         where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(query);
@@ -88,32 +98,34 @@ public static partial class BlockSparseAttention
         ArgumentNullException.ThrowIfNull(queryGrad);
         ArgumentNullException.ThrowIfNull(keyGrad);
         ArgumentNullException.ThrowIfNull(valueGrad);
-        var problem = ProblemValidator.ValidateBlockSparse(shape, mask, options, ElementTypeOf<T>());
+        var problem = ProblemValidator.ValidateBlockSparse(shape, mask, options, ElementTypeOf<T>(), biasGradient is not null);
         ProblemValidator.CheckBlockSparseBackwardLengths(
             problem,
             new BackwardLengths(
                 query.Length, key.Length, value.Length, 0, 0, output.Length, logSumExp.Length, outputGrad.Length,
-                queryGrad.Length, keyGrad.Length, valueGrad.Length, 0, 0));
+                queryGrad.Length, keyGrad.Length, valueGrad.Length, 0, 0),
+            biasGradient?.Length);
         var device = DeviceTensorChecks.SameDevice(
             (query, "query"), (key, "key"), (value, "value"), (output, "output"), (logSumExp, "logSumExp"), (outputGrad, "outputGrad"),
-            (queryGrad, "queryGrad"), (keyGrad, "keyGrad"), (valueGrad, "valueGrad"));
+            (queryGrad, "queryGrad"), (keyGrad, "keyGrad"), (valueGrad, "valueGrad"), (biasGradient, "biasGradient"));
         DeviceTensorChecks.DistinctDestinations(
             [(query, "query"), (key, "key"), (value, "value"), (output, "output"), (logSumExp, "logSumExp"), (outputGrad, "outputGrad")],
-            [(queryGrad, "queryGrad"), (keyGrad, "keyGrad"), (valueGrad, "valueGrad")]);
+            [(queryGrad, "queryGrad"), (keyGrad, "keyGrad"), (valueGrad, "valueGrad"), (biasGradient, "biasGradient")]);
         var backend = (IDeviceBlockSparseBackend)BlockSparseBackends.Choose(problem, options.Backend, AttentionPass.Backward, device.Compute);
         var s = stream ?? device.Accelerator.DefaultStream;
+        var dBias = biasGradient?.View ?? ArrayView<float>.Empty;
         if (typeof(T) == typeof(float))
         {
             backend.Backward(device.Compute, s, problem, new DeviceBackward<float>(
                 View<T, float>(query), View<T, float>(key), View<T, float>(value), default, default, View<T, float>(output), logSumExp.View,
-                View<T, float>(outputGrad), View<T, float>(queryGrad), View<T, float>(keyGrad), View<T, float>(valueGrad), default, default));
+                View<T, float>(outputGrad), View<T, float>(queryGrad), View<T, float>(keyGrad), View<T, float>(valueGrad), default, default), dBias);
         }
         else
         {
             backend.Backward(device.Compute, s, problem, new DeviceBackward<ILGPU.Half>(
                 View<T, ILGPU.Half>(query), View<T, ILGPU.Half>(key), View<T, ILGPU.Half>(value), default, default, View<T, ILGPU.Half>(output),
                 logSumExp.View, View<T, ILGPU.Half>(outputGrad), View<T, ILGPU.Half>(queryGrad), View<T, ILGPU.Half>(keyGrad),
-                View<T, ILGPU.Half>(valueGrad), default, default));
+                View<T, ILGPU.Half>(valueGrad), default, default), dBias);
         }
     }
 

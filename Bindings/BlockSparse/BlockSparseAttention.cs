@@ -51,6 +51,10 @@ public static partial class BlockSparseAttention
     /// With P = softmax(S) per query row over its allowed keys: dV = Pᵀ dO, dP = dO Vᵀ, D = rowsum(dO ∘ O),
     /// dS = P ∘ (dP − D), dQ = scale · dS K, dK = scale · dSᵀ Q; GQA gradients sum over the query heads of
     /// a group. Rows with no allowed key contribute nothing. The fused backend is deterministic.
+    /// With <paramref name="biasGradient"/> (opt-in) the score bias's gradient is written too:
+    /// d(bias)[i] = Σ dS over the allowed pairs that read bias value i (summed over the batch entries and
+    /// heads a shared bias is broadcast over, and over all pairs at a relative-position table entry), 0 for
+    /// values no allowed pair reads. Without it, the backward does no extra work.
     /// </remarks>
     /// <param name="query">Q <c>[B, Nq, H, D]</c>.</param>
     /// <param name="key">K <c>[B, Nk, Hkv, D]</c>.</param>
@@ -64,30 +68,37 @@ public static partial class BlockSparseAttention
     /// <param name="queryGrad">Destination dQ.</param>
     /// <param name="keyGrad">Destination dK.</param>
     /// <param name="valueGrad">Destination dV.</param>
+    /// <param name="biasGradient">
+    /// Optional destination for the gradient of <see cref="BlockSparseOptions.Bias"/>: exactly
+    /// <see cref="ScoreBias.Length"/> floats, laid out like the bias's values (overwritten, not accumulated);
+    /// empty for none. Giving one without a bias is an error.
+    /// </param>
     /// <exception cref="ArgumentException">A shape, the mask, an option or a span does not fit; the message names it.</exception>
     /// <exception cref="NotSupportedException">No backend (or not the named one) can run the problem; the message lists why.</exception>
     public static void Backward(
         ReadOnlySpan<float> query, ReadOnlySpan<float> key, ReadOnlySpan<float> value,
         ReadOnlySpan<float> output, ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> outputGrad, BlockMask mask,
-        BlockSparseShape shape, BlockSparseOptions options, Span<float> queryGrad, Span<float> keyGrad, Span<float> valueGrad)
+        BlockSparseShape shape, BlockSparseOptions options, Span<float> queryGrad, Span<float> keyGrad, Span<float> valueGrad,
+        Span<float> biasGradient = default)
         => BackwardCore(
             new BackwardTensors<float>
             {
                 Query = query, Key = key, Value = value, Output = output, LogSumExp = logSumExp, OutputGrad = outputGrad,
-                QueryGrad = queryGrad, KeyGrad = keyGrad, ValueGrad = valueGrad,
+                QueryGrad = queryGrad, KeyGrad = keyGrad, ValueGrad = valueGrad, BiasGradient = biasGradient,
             },
             mask, shape, options);
 
-    /// <inheritdoc cref="Backward(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, BlockMask, BlockSparseShape, BlockSparseOptions, Span{float}, Span{float}, Span{float})"/>
+    /// <inheritdoc cref="Backward(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, BlockMask, BlockSparseShape, BlockSparseOptions, Span{float}, Span{float}, Span{float}, Span{float})"/>
     public static void Backward(
         ReadOnlySpan<Half> query, ReadOnlySpan<Half> key, ReadOnlySpan<Half> value,
         ReadOnlySpan<Half> output, ReadOnlySpan<float> logSumExp, ReadOnlySpan<Half> outputGrad, BlockMask mask,
-        BlockSparseShape shape, BlockSparseOptions options, Span<Half> queryGrad, Span<Half> keyGrad, Span<Half> valueGrad)
+        BlockSparseShape shape, BlockSparseOptions options, Span<Half> queryGrad, Span<Half> keyGrad, Span<Half> valueGrad,
+        Span<float> biasGradient = default)
         => BackwardCore(
             new BackwardTensors<Half>
             {
                 Query = query, Key = key, Value = value, Output = output, LogSumExp = logSumExp, OutputGrad = outputGrad,
-                QueryGrad = queryGrad, KeyGrad = keyGrad, ValueGrad = valueGrad,
+                QueryGrad = queryGrad, KeyGrad = keyGrad, ValueGrad = valueGrad, BiasGradient = biasGradient,
             },
             mask, shape, options);
 
@@ -123,7 +134,7 @@ public static partial class BlockSparseAttention
     private static void BackwardCore<T>(in BackwardTensors<T> tensors, BlockMask mask, BlockSparseShape shape, BlockSparseOptions options)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        var problem = ProblemValidator.ValidateBlockSparse(shape, mask, options, NeighborhoodAttention.ElementTypeOf<T>());
+        var problem = ProblemValidator.ValidateBlockSparse(shape, mask, options, NeighborhoodAttention.ElementTypeOf<T>(), !tensors.BiasGradient.IsEmpty);
         ProblemValidator.CheckBlockSparseBackward(problem, tensors);
         var backend = BlockSparseBackends.Choose(problem, options.Backend, AttentionPass.Backward);
         backend.Backward(problem, tensors);

@@ -6,7 +6,10 @@ public readonly record struct BlockSparseOptions
     /// <summary>Score scale; default <c>1 / sqrt(HeadDim)</c>. Must be finite and positive.</summary>
     public double? Scale { get; init; }
 
-    /// <summary>Optional additive score bias: <c>s = scale · q·k + bias</c> (no gradient flows to it).</summary>
+    /// <summary>
+    /// Optional additive score bias: <c>s = scale · q·k + bias</c>. Its gradient is opt-in: pass a
+    /// <c>biasGradient</c> destination to the backward (see <see cref="ScoreBias"/>).
+    /// </summary>
     public ScoreBias? Bias { get; init; }
 
     /// <summary>

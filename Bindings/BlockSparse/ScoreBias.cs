@@ -6,10 +6,17 @@ namespace Natten;
 
 /// <summary>
 /// An additive score bias for <see cref="BlockSparseAttention"/>: <c>s = scale · q·k + bias(b, h, q, k)</c>,
-/// added in every listed block before the softmax. It is a constant of the call (no gradient flows to
-/// it). Immutable; its data is copied to an accelerator once on first use there (<see cref="Dispose"/>
-/// frees the copies).
+/// added in every listed block before the softmax. Immutable; its data is copied to an accelerator once on
+/// first use there (<see cref="Dispose"/> frees the copies).
 /// </summary>
+/// <remarks>
+/// Its gradient is opt-in: pass a <c>biasGradient</c> destination of <see cref="Length"/> floats (laid out like
+/// the bias's values) to <see cref="BlockSparseAttention"/>'s backward. It receives
+/// <c>d(bias)[i] = Σ dS(b, h, q, k)</c> over the allowed pairs that read value i (dS = P (dP − D), the
+/// score gradient), i.e. summed over the batch entries and heads a shared bias is broadcast over and, for
+/// <see cref="RelativePosition"/>, over every pair at that table offset; values no allowed pair reads get 0.
+/// The fused backend computes it deterministically (fixed-order sums, no atomics).
+/// </remarks>
 public abstract class ScoreBias : IDisposable
 {
     private readonly DeviceCache<DeviceBias> _devices = new();
@@ -29,6 +36,12 @@ public abstract class ScoreBias : IDisposable
 
     /// <summary>The key length the bias is built for.</summary>
     public abstract int KeyTokens { get; }
+
+    /// <summary>Number of bias values (the dense tensor's or the table's length): the length of a bias gradient.</summary>
+    public abstract int Length { get; }
+
+    /// <summary>The layout of the values, for messages.</summary>
+    internal abstract string Layout { get; }
 
     /// <summary>The general per-head hook: a dense bias tensor <c>[batches, heads, Nq, Nk]</c> (finite values).</summary>
     /// <param name="values">The bias, row-major.</param>
@@ -71,6 +84,15 @@ public abstract class ScoreBias : IDisposable
     /// <param name="key">Key token.</param>
     /// <returns>The additive bias.</returns>
     public abstract float Bias(int batch, int head, int query, int key);
+
+    /// <summary>The value (flat index into the bias's values) a pair reads, or −1 for none.</summary>
+    internal abstract long IndexOf(int batch, int head, int query, int key);
+
+    /// <summary>How the fused backward fills a gradient of this bias for a problem of <paramref name="shape"/>.</summary>
+    /// <param name="gradient">The destination (<see cref="Length"/> floats on the device).</param>
+    /// <param name="shape">The problem's sizes.</param>
+    /// <param name="entries">The mask's total listed blocks.</param>
+    internal abstract BiasGradientTarget GradientTarget(ILGPU.ArrayView<float> gradient, in BlockSparseShape shape, int entries);
 
     /// <summary>Frees the device copies of the bias.</summary>
     public void Dispose()

@@ -14,11 +14,23 @@ internal sealed class DenseScoreBias(float[] values, int queryTokens, int keyTok
 
     public override int KeyTokens => keyTokens;
 
-    public override float Bias(int batch, int head, int query, int key)
+    public override int Length => values.Length;
+
+    internal override string Layout => $"[batches={batches}, heads={heads}, Nq={queryTokens}, Nk={keyTokens}]";
+
+    public override float Bias(int batch, int head, int query, int key) => values[IndexOf(batch, head, query, key)];
+
+    internal override long IndexOf(int batch, int head, int query, int key)
     {
         var plane = ((batches == 1 ? 0 : batch) * heads) + (heads == 1 ? 0 : head);
-        return values[((((long)plane * queryTokens) + query) * keyTokens) + key];
+        return ((((long)plane * queryTokens) + query) * keyTokens) + key;
     }
+
+    /// <summary>Not broadcast: dS straight into the gradient; broadcast: block-sparse workspace and a fixed-order sum.</summary>
+    internal override BiasGradientTarget GradientTarget(ILGPU.ArrayView<float> gradient, in BlockSparseShape shape, int entries)
+        => new(
+            batches == shape.Batch && heads == shape.Heads ? BiasGradientKind.Direct : BiasGradientKind.Pairs,
+            gradient, batches, heads, 0, entries);
 
     private protected override DeviceBias Upload(ComputeDevice device)
     {
@@ -37,11 +49,22 @@ internal sealed class RelativePositionScoreBias(float[] table, int heads, int[] 
 
     public override int KeyTokens => QueryTokens;
 
+    public override int Length => table.Length;
+
+    internal override string Layout
+        => $"[heads={heads}, 2·K−1 per axis for K={string.Join('x', kernel.SkipWhile(k => k == 1).DefaultIfEmpty(1))}]";
+
     public override float Bias(int batch, int head, int query, int key)
     {
-        var index = Struct(default).IndexOf(head, query, key);
+        var index = IndexOf(batch, head, query, key);
         return index < 0 ? 0f : table[index];
     }
+
+    internal override long IndexOf(int batch, int head, int query, int key) => Struct(default).IndexOf(head, query, key);
+
+    /// <summary>Per-query-row partial sums of the table, then one fixed-order sum per table entry.</summary>
+    internal override BiasGradientTarget GradientTarget(ILGPU.ArrayView<float> gradient, in BlockSparseShape shape, int entries)
+        => new(BiasGradientKind.Table, gradient, 1, heads, table.Length / heads, entries);
 
     private protected override DeviceBias Upload(ComputeDevice device)
     {
@@ -51,5 +74,5 @@ internal sealed class RelativePositionScoreBias(float[] table, int heads, int[] 
     }
 
     private RelativePositionBias Struct(ILGPU.ArrayView<float> view)
-        => new(view, extents[1], extents[2], kernel[0], kernel[1], kernel[2], dilation[0], dilation[1], dilation[2]);
+        => new(view, heads, extents[1], extents[2], kernel[0], kernel[1], kernel[2], dilation[0], dilation[1], dilation[2]);
 }

@@ -8,8 +8,10 @@ namespace Natten.Validation;
 /// </summary>
 internal sealed class BlockSparseProblem
 {
-    internal BlockSparseProblem(BlockSparseShape shape, BlockMask mask, double scale, ScoreBias? bias, ElementType elementType, BlockSparseTiling? tiling)
+    internal BlockSparseProblem(
+        BlockSparseShape shape, BlockMask mask, double scale, ScoreBias? bias, ElementType elementType, BlockSparseTiling? tiling, bool biasGradient = false)
     {
+        BiasGradient = biasGradient;
         Shape = shape;
         Mask = mask;
         Scale = scale;
@@ -34,6 +36,9 @@ internal sealed class BlockSparseProblem
     public ScoreBias? Bias { get; }
 
     public ElementType ElementType { get; }
+
+    /// <summary>Whether the backward also returns the gradient of <see cref="Bias"/> (checked by <see cref="ProblemValidator.CheckBlockSparseBackwardLengths"/>).</summary>
+    public bool BiasGradient { get; }
 
     public BlockSparseTiling? Tiling { get; }
 

@@ -7,7 +7,13 @@ internal static partial class ProblemValidator
 {
     /// <summary>Checks a call's shape, mask and options and resolves them to a <see cref="BlockSparseProblem"/>.</summary>
     /// <exception cref="ArgumentException">A size, the mask or an option does not fit; the message names it.</exception>
-    public static BlockSparseProblem ValidateBlockSparse(in BlockSparseShape shape, BlockMask mask, in BlockSparseOptions options, ElementType elementType)
+    /// <param name="shape">The sizes.</param>
+    /// <param name="mask">The pattern.</param>
+    /// <param name="options">Scale, bias, backend, tiling.</param>
+    /// <param name="elementType">Storage type of the tensors.</param>
+    /// <param name="biasGradient">Whether a backward call asks for the bias gradient (its destination is checked by <see cref="CheckBlockSparseBackwardLengths"/>).</param>
+    public static BlockSparseProblem ValidateBlockSparse(
+        in BlockSparseShape shape, BlockMask mask, in BlockSparseOptions options, ElementType elementType, bool biasGradient = false)
     {
         if (mask is null)
         {
@@ -67,7 +73,7 @@ internal static partial class ProblemValidator
 
         try
         {
-            return new BlockSparseProblem(shape, mask, scale, options.Bias, elementType, options.Tiling);
+            return new BlockSparseProblem(shape, mask, scale, options.Bias, elementType, options.Tiling, biasGradient);
         }
         catch (OverflowException)
         {
@@ -98,7 +104,8 @@ internal static partial class ProblemValidator
             p,
             new BackwardLengths(
                 t.Query.Length, t.Key.Length, t.Value.Length, 0, 0, t.Output.Length, t.LogSumExp.Length, t.OutputGrad.Length,
-                t.QueryGrad.Length, t.KeyGrad.Length, t.ValueGrad.Length, 0, 0));
+                t.QueryGrad.Length, t.KeyGrad.Length, t.ValueGrad.Length, 0, 0),
+            t.BiasGradient.IsEmpty ? null : t.BiasGradient.Length);
         var regions = new RegionSet();
         regions.Add(Bytes(t.Query), "query");
         regions.Add(Bytes(t.Key), "key");
@@ -109,6 +116,7 @@ internal static partial class ProblemValidator
         regions.AddDestination(Bytes(t.QueryGrad, p.QueryLength), "queryGrad");
         regions.AddDestination(Bytes(t.KeyGrad, p.KeyLength), "keyGrad");
         regions.AddDestination(Bytes(t.ValueGrad, p.ValueLength), "valueGrad");
+        regions.AddDestination(Bytes(t.BiasGradient, t.BiasGradient.Length), "biasGradient");
     }
 
     /// <summary>Element counts of a block-sparse forward call (spans or device tensors).</summary>
@@ -125,8 +133,11 @@ internal static partial class ProblemValidator
         }
     }
 
-    /// <summary>Element counts of a block-sparse backward call (spans or device tensors).</summary>
-    public static void CheckBlockSparseBackwardLengths(BlockSparseProblem p, in BackwardLengths l)
+    /// <summary>Element counts of a block-sparse backward call (spans or device tensors), including the optional bias gradient.</summary>
+    /// <param name="p">The validated problem.</param>
+    /// <param name="l">The tensors' element counts.</param>
+    /// <param name="biasGradient">The bias gradient destination's element count, or null when none is given.</param>
+    public static void CheckBlockSparseBackwardLengths(BlockSparseProblem p, in BackwardLengths l, long? biasGradient = null)
     {
         var s = p.Shape;
         var queryLayout = $"[B={s.Batch}, Nq={s.QueryTokens}, H={s.Heads}, D={s.HeadDim}]";
@@ -142,6 +153,26 @@ internal static partial class ProblemValidator
         CheckDestination(l.QueryGrad, p.QueryLength, "queryGrad", queryLayout);
         CheckDestination(l.KeyGrad, p.KeyLength, "keyGrad", keyLayout);
         CheckDestination(l.ValueGrad, p.ValueLength, "valueGrad", valueLayout);
+        if (biasGradient is { } length)
+        {
+            var bias = p.Bias;
+            if (bias is null)
+            {
+                ThrowHelper.ThrowArgument(
+                    "biasGradient",
+                    "biasGradient was given but options.Bias is null: there is no score bias to differentiate. Pass no bias gradient, or set options.Bias.");
+            }
+
+            if (length != bias.Length)
+            {
+                ThrowHelper.ThrowLength("biasGradient", length, bias.Length, $"one float per bias value, like options.Bias {bias.Layout}");
+            }
+        }
+
+        if (p.BiasGradient != biasGradient.HasValue)
+        {
+            throw new InvalidOperationException("The problem was validated for a different bias-gradient request than the call makes.");
+        }
     }
 
     /// <summary>Token counts, block sizes and plane counts of a block mask.</summary>

@@ -9,8 +9,9 @@ namespace Natten.Kernels.BlockSparse;
 /// every gradient element is written by one thread that sums in a fixed order.
 /// <list type="bullet">
 /// <item><see cref="RowTerm{T,TS}"/>: D = rowsum(dO ∘ O), the only workspace (one float per query row).</item>
-/// <item><see cref="QueryGrad{T,TS,TMask,TBias}"/>: one group per query block (slice) as the forward, over its key-block
-/// list: P = exp(s − LSE), dP = dO·v, dS = P (dP − D), dQ = scale Σ dS k.</item>
+/// <item><see cref="QueryGrad{T,TS,TMask,TBias,TGrad}"/>: one group per query block (slice) as the forward, over its key-block
+/// list: P = exp(s − LSE), dP = dO·v, dS = P (dP − D), dQ = scale Σ dS k; optionally dS to a bias-gradient sink
+/// (<see cref="IBiasGradientSink"/>), reduced in fixed order by <see cref="BiasGradientKernels"/>.</item>
 /// <item><see cref="KeyValueGrad{T,TS,TMask,TBias}"/>: one group per key block (slice) and kv head, one thread per key,
 /// over the transposed list (the query blocks that list this key block) of every query head of the kv group:
 /// dV = Σ P dO, dK = scale Σ dS q.</item>
@@ -37,14 +38,16 @@ internal static class BlockSparseBackwardKernels
         }
     }
 
-    public static void QueryGrad<T, TS, TMask, TBias>(
+    /// <summary>dQ per query (slice of a) block; with a bias-gradient sink other than <see cref="NoBiasGradient"/>, also hands each pair's dS to it.</summary>
+    public static void QueryGrad<T, TS, TMask, TBias, TGrad>(
         BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks, TMask mask, TBias bias,
         ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<float> lse, ArrayView<float> rowTerm,
-        ArrayView<T> outputGrad, ArrayView<T> queryGrad)
+        ArrayView<T> outputGrad, ArrayView<T> queryGrad, TGrad biasGrad)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
         where TMask : struct, IElementMask
         where TBias : struct, IScoreBias
+        where TGrad : struct, IBiasGradientSink
     {
         var groupsPerBlock = tiles.QueryGroupsPerBlock(p.QueryBlock);
         var queryBlock = Grid.IdxX / groupsPerBlock;
@@ -112,11 +115,11 @@ internal static class BlockSparseBackwardKernels
 
                 if (BlockList.IsPartial(entry))
                 {
-                    AccumulateQueryGrad(mask, bias, batch, head, queryToken, s, count, p, qRow, doRow, dqRow, kTile, vTile, lse2, term);
+                    AccumulateQueryGrad(mask, bias, biasGrad, batch, head, queryToken, s, count, e, row, p, qRow, doRow, dqRow, kTile, vTile, lse2, term);
                 }
                 else
                 {
-                    AccumulateQueryGrad(default(AllowAll), bias, batch, head, queryToken, s, count, p, qRow, doRow, dqRow, kTile, vTile, lse2, term);
+                    AccumulateQueryGrad(default(AllowAll), bias, biasGrad, batch, head, queryToken, s, count, e, row, p, qRow, doRow, dqRow, kTile, vTile, lse2, term);
                 }
             }
         }
@@ -235,12 +238,13 @@ internal static class BlockSparseBackwardKernels
         }
     }
 
-    /// <summary>dQ += Σ dS · k over the staged keys the mask allows (unscaled: the caller multiplies by scale).</summary>
-    private static void AccumulateQueryGrad<TMask, TBias>(
-        TMask mask, TBias bias, int batch, int head, int queryToken, int firstKey, int count, BlockSparseParams p,
+    /// <summary>dQ += Σ dS · k over the staged keys the mask allows (unscaled: the caller multiplies by scale); dS also to the bias-gradient sink.</summary>
+    private static void AccumulateQueryGrad<TMask, TBias, TGrad>(
+        TMask mask, TBias bias, TGrad biasGrad, int batch, int head, int queryToken, int firstKey, int count, int entry, long row, BlockSparseParams p,
         ArrayView<float> qRow, ArrayView<float> doRow, ArrayView<float> dqRow, ArrayView<float> kTile, ArrayView<float> vTile, float lse2, float term)
         where TMask : struct, IElementMask
         where TBias : struct, IScoreBias
+        where TGrad : struct, IBiasGradientSink
     {
         for (var slot = 0; slot < count; slot++)
         {
@@ -266,6 +270,7 @@ internal static class BlockSparseBackwardKernels
             }
 
             var ds = prob * (dp - term);
+            biasGrad.Add(bias, batch, head, queryToken, keyToken, entry, row, ds);
             for (var c = 0; c < p.HeadDim; c++)
             {
                 dqRow[c] += ds * kTile[k + c];

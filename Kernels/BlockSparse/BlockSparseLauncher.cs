@@ -45,8 +45,12 @@ internal static class BlockSparseLauncher
         return null;
     }
 
-    /// <summary>Workspace of the backward: the row term D, one float per query row.</summary>
-    public static long BackwardWorkspaceBytes(BlockSparseParams p) => sizeof(float) * p.QueryRows;
+    /// <summary>
+    /// Workspace of the backward: the row term D, one float per query row; plus, when a bias gradient is
+    /// wanted, that of <paramref name="biasGradient"/> (see <see cref="BiasGradientTarget.WorkspaceFloats"/>).
+    /// </summary>
+    public static long BackwardWorkspaceBytes(BlockSparseParams p, in BiasGradientTarget biasGradient = default)
+        => sizeof(float) * (p.QueryRows + biasGradient.WorkspaceFloats(p));
 
     public static void Forward<T, TS, TMask, TBias>(
         ComputeDevice device, AcceleratorStream stream, BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks, TMask mask, TBias bias,
@@ -64,11 +68,14 @@ internal static class BlockSparseLauncher
         kernels.Forward(stream, config, p, tiles, blocks, mask, bias, query, key, value, output, lse, lse.Length > 0 ? 1 : 0);
     }
 
-    /// <summary>The row term, then dQ per query block and dK/dV per key block; waits for the stream (the workspace is freed on return).</summary>
+    /// <summary>
+    /// The row term, then dQ per query block (handing dS to the bias-gradient sink when one is wanted, then
+    /// reducing it in fixed order) and dK/dV per key block; waits for the stream (the workspaces are freed on return).
+    /// </summary>
     public static void Backward<T, TS, TMask, TBias>(
         ComputeDevice device, AcceleratorStream stream, BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks, BlockList transposed,
         TMask mask, TBias bias, ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<T> output, ArrayView<float> lse,
-        ArrayView<T> outputGrad, ArrayView<T> queryGrad, ArrayView<T> keyGrad, ArrayView<T> valueGrad)
+        ArrayView<T> outputGrad, ArrayView<T> queryGrad, ArrayView<T> keyGrad, ArrayView<T> valueGrad, BiasGradientTarget biasGradient = default)
         where T : unmanaged
         where TS : struct, IElementStorage<T>
         where TMask : struct, IElementMask
@@ -80,13 +87,20 @@ internal static class BlockSparseLauncher
         var extent = device.LaunchExtent(p.QueryRows);
         rows.RowTerm(stream, extent, p.ValueDim, p.QueryRows, extent, output, outputGrad, rowTerm.View);
 
-        kernels.QueryGrad(
-            stream,
-            new KernelConfig(
-                new Index3D(p.QueryBlocks * tiles.QueryGroupsPerBlock(p.QueryBlock), p.Heads, p.Batch),
-                new Index3D(tiles.Queries, 1, 1),
-                SharedMemoryConfig.RequestDynamic<float>(tiles.QueryGradSharedFloats(p.HeadDim, p.ValueDim))),
-            p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm.View, outputGrad, queryGrad);
+        var queryConfig = new KernelConfig(
+            new Index3D(p.QueryBlocks * tiles.QueryGroupsPerBlock(p.QueryBlock), p.Heads, p.Batch),
+            new Index3D(tiles.Queries, 1, 1),
+            SharedMemoryConfig.RequestDynamic<float>(tiles.QueryGradSharedFloats(p.HeadDim, p.ValueDim)));
+        if (biasGradient.Kind == BiasGradientKind.None)
+        {
+            kernels.QueryGrad(stream, queryConfig, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm.View, outputGrad, queryGrad, default);
+        }
+        else
+        {
+            QueryGradWithBiasGradient<T, TS, TMask, TBias>(
+                device, stream, queryConfig, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm.View, outputGrad, queryGrad, biasGradient);
+        }
+
         kernels.KeyValueGrad(
             stream,
             new KernelConfig(
@@ -94,6 +108,60 @@ internal static class BlockSparseLauncher
                 new Index3D(tiles.KeyThreads, 1, 1),
                 SharedMemoryConfig.RequestDynamic<float>(tiles.KeyValueGradSharedFloats(p.HeadDim, p.ValueDim))),
             p, tiles, transposed, mask, bias, query, key, value, lse, rowTerm.View, outputGrad, keyGrad, valueGrad);
+        stream.Synchronize();
+    }
+
+    /// <summary>The dQ kernel with the sink <paramref name="target"/> asks for, and its fixed-order reduction.</summary>
+    private static void QueryGradWithBiasGradient<T, TS, TMask, TBias>(
+        ComputeDevice device, AcceleratorStream stream, KernelConfig config, BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks,
+        TMask mask, TBias bias, ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<float> lse, ArrayView<float> rowTerm,
+        ArrayView<T> outputGrad, ArrayView<T> queryGrad, in BiasGradientTarget target)
+        where T : unmanaged
+        where TS : struct, IElementStorage<T>
+        where TMask : struct, IElementMask
+        where TBias : struct, IScoreBias
+    {
+        var gradient = target.Gradient;
+        var reduce = device.Kernels(a => new BiasGradientReduceSet(a));
+        using var workspace = device.Accelerator.Allocate1D<float>(Math.Max(1, target.WorkspaceFloats(p)));
+        var extent = device.LaunchExtent(gradient.Length);
+        switch (target.Kind)
+        {
+            case BiasGradientKind.Direct:
+            {
+                gradient.MemSetToZero(stream);
+                var set = device.Kernels(a => new BlockSparseBiasGradKernelSet<T, TS, TMask, TBias, DirectBiasGradient>(a));
+                set.QueryGrad(stream, config, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm, outputGrad, queryGrad, new DirectBiasGradient(gradient));
+                break;
+            }
+
+            case BiasGradientKind.Pairs:
+            {
+                workspace.View.MemSetToZero(stream);
+                var set = device.Kernels(a => new BlockSparseBiasGradKernelSet<T, TS, TMask, TBias, PairBiasGradient>(a));
+                set.QueryGrad(
+                    stream, config, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm, outputGrad, queryGrad,
+                    new PairBiasGradient(workspace.View, p, target.Entries));
+                reduce.ReduceDense(stream, extent, gradient.Length, extent, p, blocks, workspace.View, gradient, target.BiasBatches, target.BiasHeads, target.Entries);
+                break;
+            }
+
+            case BiasGradientKind.Table:
+            {
+                workspace.View.MemSetToZero(stream);
+                var set = device.Kernels(a => new BlockSparseBiasGradKernelSet<T, TS, TMask, TBias, RowTableBiasGradient>(a));
+                set.QueryGrad(
+                    stream, config, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm, outputGrad, queryGrad,
+                    new RowTableBiasGradient(workspace.View, target.TableWidth));
+                reduce.ReduceTable(stream, extent, gradient.Length, extent, p, workspace.View, gradient, target.BiasHeads, target.TableWidth);
+                break;
+            }
+
+            default:
+                throw new InvalidOperationException($"Unknown bias gradient kind {target.Kind}.");
+        }
+
+        // The workspace is freed on return: wait for the kernels that use it.
         stream.Synchronize();
     }
 }
@@ -115,7 +183,7 @@ internal sealed class BlockSparseForwardPass<T, TS>(
 internal sealed class BlockSparseBackwardPass<T, TS>(
     ComputeDevice device, AcceleratorStream stream, BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks, BlockList transposed,
     ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<T> output, ArrayView<float> lse,
-    ArrayView<T> outputGrad, ArrayView<T> queryGrad, ArrayView<T> keyGrad, ArrayView<T> valueGrad) : IBlockSparsePass
+    ArrayView<T> outputGrad, ArrayView<T> queryGrad, ArrayView<T> keyGrad, ArrayView<T> valueGrad, BiasGradientTarget biasGradient = default) : IBlockSparsePass
     where T : unmanaged
     where TS : struct, IElementStorage<T>
 {
@@ -123,5 +191,6 @@ internal sealed class BlockSparseBackwardPass<T, TS>(
         where TMask : struct, IElementMask
         where TBias : struct, IScoreBias
         => BlockSparseLauncher.Backward<T, TS, TMask, TBias>(
-            device, stream, p, tiles, blocks, transposed, mask, bias, query, key, value, output, lse, outputGrad, queryGrad, keyGrad, valueGrad);
+            device, stream, p, tiles, blocks, transposed, mask, bias, query, key, value, output, lse, outputGrad, queryGrad, keyGrad, valueGrad,
+            biasGradient);
 }

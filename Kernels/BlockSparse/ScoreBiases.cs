@@ -9,12 +9,17 @@ namespace Natten.Kernels.BlockSparse;
 internal interface IScoreBias
 {
     float Bias(int batch, int head, int query, int key);
+
+    /// <summary>The bias parameter (flat index into the bias's own values) this pair reads, or −1 when it reads none.</summary>
+    long IndexOf(int batch, int head, int query, int key);
 }
 
 /// <summary>No bias.</summary>
 internal readonly struct NoBias : IScoreBias
 {
     public float Bias(int batch, int head, int query, int key) => 0f;
+
+    public long IndexOf(int batch, int head, int query, int key) => -1;
 }
 
 /// <summary>A dense bias tensor <c>[batches, heads, Nq, Nk]</c>; one plane on an axis broadcasts over it.</summary>
@@ -29,10 +34,12 @@ internal readonly struct DenseBias : IScoreBias
     public DenseBias(ArrayView<float> values, int queryTokens, int keyTokens, int batches, int heads)
         => (_values, _queryTokens, _keyTokens, _batches, _heads) = (values, queryTokens, keyTokens, batches, heads);
 
-    public float Bias(int batch, int head, int query, int key)
+    public float Bias(int batch, int head, int query, int key) => _values[IndexOf(batch, head, query, key)];
+
+    public long IndexOf(int batch, int head, int query, int key)
     {
         var plane = ((_batches == 1 ? 0 : batch) * _heads) + (_heads == 1 ? 0 : head);
-        return _values[((((long)plane * _queryTokens) + query) * _keyTokens) + key];
+        return ((((long)plane * _queryTokens) + query) * _keyTokens) + key;
     }
 }
 
@@ -41,11 +48,13 @@ internal readonly struct DenseBias : IScoreBias
 /// row-major order: a table <c>[heads, 2·K0 − 1, 2·K1 − 1, 2·K2 − 1]</c> (padded axes have K = 1)
 /// indexed per axis by <c>(j − i) / d + K − 1</c> for query coordinate i and key coordinate j
 /// (dilation d). Pairs farther apart than the table reaches (outside any K-window) get no bias, so a
-/// pattern wider than the neighborhood never reads outside the table.
+/// pattern wider than the neighborhood never reads outside the table. A table with one head slice is
+/// shared by every head.
 /// </summary>
 internal readonly struct RelativePositionBias : IScoreBias
 {
     private readonly ArrayView<float> _table;
+    private readonly int _heads;
     private readonly int _n1;
     private readonly int _n2;
     private readonly int _k0;
@@ -55,9 +64,10 @@ internal readonly struct RelativePositionBias : IScoreBias
     private readonly int _d1;
     private readonly int _d2;
 
-    public RelativePositionBias(ArrayView<float> table, int n1, int n2, int k0, int k1, int k2, int d0, int d1, int d2)
+    public RelativePositionBias(ArrayView<float> table, int heads, int n1, int n2, int k0, int k1, int k2, int d0, int d1, int d2)
     {
         _table = table;
+        _heads = heads;
         (_n1, _n2) = (n1, n2);
         (_k0, _k1, _k2) = (k0, k1, k2);
         (_d0, _d1, _d2) = (d0, d1, d2);
@@ -68,6 +78,8 @@ internal readonly struct RelativePositionBias : IScoreBias
         var index = IndexOf(head, query, key);
         return index < 0 ? 0f : _table[index];
     }
+
+    public long IndexOf(int batch, int head, int query, int key) => IndexOf(head, query, key);
 
     /// <summary>The table entry of a (head, query, key) pair, or −1 when the pair is beyond the table's reach.</summary>
     public long IndexOf(int head, int query, int key)
@@ -89,6 +101,7 @@ internal readonly struct RelativePositionBias : IScoreBias
             return -1;
         }
 
-        return (((((((long)head * w0) + r0) * w1) + r1) * w2) + r2);
+        var slice = _heads == 1 ? 0 : head;
+        return (((((((long)slice * w0) + r0) * w1) + r1) * w2) + r2);
     }
 }

@@ -1,3 +1,4 @@
+using ILGPU;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using ILGPU.Runtime;
@@ -10,7 +11,8 @@ namespace Natten.BlockSparse;
 /// <summary>
 /// The fused block-sparse kernels (Kernels/BlockSparse) on the default ILGPU accelerator: only the
 /// listed blocks are visited, full blocks without a mask. The forward allocates no workspace; the
-/// backward only the row term (one float per query row) and is deterministic (no atomics).
+/// backward the row term (one float per query row), plus the bias gradient's workspace when one is asked
+/// for (<see cref="BiasGradientTarget.WorkspaceFloats"/>), and is deterministic (no atomics).
 /// </summary>
 internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
 {
@@ -48,7 +50,9 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
         var once = problem.QueryLength + problem.KeyLength + problem.ValueLength + problem.OutputLength;
         var bytes = pass == AttentionPass.Forward
             ? (element * once) + (4 * problem.LseLength)
-            : (element * ((2 * once) + problem.OutputLength)) + (4 * problem.LseLength) + BlockSparseLauncher.BackwardWorkspaceBytes(p);
+            : (element * ((2 * once) + problem.OutputLength)) + (4 * problem.LseLength)
+              + BlockSparseLauncher.BackwardWorkspaceBytes(p, BiasTarget(problem, default))
+              + (problem.BiasGradient ? 4L * problem.Bias!.Length : 0);
         if (bytes > device.Accelerator.MemorySize)
         {
             reason = $"the tensors need {bytes / 1e9:0.##} GB on {device.Name} with {device.Accelerator.MemorySize / 1e9:0.##} GB";
@@ -78,23 +82,24 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
         BlockSparseDispatch.Run(mask.ElementMask, bias, pass);
     }
 
-    public void Backward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceBackward<TD> views)
+    public void Backward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceBackward<TD> views, ArrayView<float> biasGradient)
         where TD : unmanaged
     {
         var mask = problem.Mask.OnDevice(device);
         var bias = problem.Bias?.OnDevice(device) ?? BlockSparseDispatch.NoBias;
         var (p, tiles) = (problem.ToParams(), problem.Tiles());
+        var target = BiasTarget(problem, biasGradient);
         IBlockSparsePass pass = views switch
         {
             DeviceBackward<float> v => new BlockSparseBackwardPass<float, Float32Storage>(
                 device, stream, p, tiles, mask.Forward, mask.Transposed, v.Query, v.Key, v.Value, v.Output, v.LogSumExp,
-                v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad),
+                v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad, target),
             DeviceBackward<ILGPU.Half> v => new BlockSparseBackwardPass<ILGPU.Half, Float16Storage>(
                 device, stream, p, tiles, mask.Forward, mask.Transposed, v.Query, v.Key, v.Value, v.Output, v.LogSumExp,
-                v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad),
+                v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad, target),
             DeviceBackward<ushort> v => new BlockSparseBackwardPass<ushort, BFloat16Storage>(
                 device, stream, p, tiles, mask.Forward, mask.Transposed, v.Query, v.Key, v.Value, v.Output, v.LogSumExp,
-                v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad),
+                v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad, target),
             _ => throw new NotSupportedException($"Element type {typeof(TD).Name} is not supported."),
         };
         BlockSparseDispatch.Run(mask.ElementMask, bias, pass);
@@ -164,13 +169,23 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
         using var dq = accelerator.Allocate1D<TD>(problem.QueryLength);
         using var dk = accelerator.Allocate1D<TD>(problem.KeyLength);
         using var dv = accelerator.Allocate1D<TD>(problem.ValueLength);
+        using var dBias = accelerator.Allocate1D<float>(problem.BiasGradient ? problem.Bias!.Length : 0);
         var stream = accelerator.DefaultStream;
         Backward(
             device, stream, problem,
-            new DeviceBackward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View, dO.View, dq.View, dk.View, dv.View, default, default));
+            new DeviceBackward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View, dO.View, dq.View, dk.View, dv.View, default, default),
+            dBias.View);
         stream.Synchronize();
         HostTransfer.Download(dq, MemoryMarshal.Cast<T, TD>(t.QueryGrad));
         HostTransfer.Download(dk, MemoryMarshal.Cast<T, TD>(t.KeyGrad));
         HostTransfer.Download(dv, MemoryMarshal.Cast<T, TD>(t.ValueGrad));
+        if (problem.BiasGradient)
+        {
+            HostTransfer.Download(dBias, t.BiasGradient);
+        }
     }
+
+    /// <summary>The bias gradient request of a problem as the launcher sees it (none unless asked for).</summary>
+    private static BiasGradientTarget BiasTarget(BlockSparseProblem problem, ArrayView<float> gradient)
+        => problem.BiasGradient ? problem.Bias!.GradientTarget(gradient, problem.Shape, problem.Mask.BlockCount) : BiasGradientTarget.None;
 }

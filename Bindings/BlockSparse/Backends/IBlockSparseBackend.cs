@@ -22,6 +22,7 @@ internal interface IBlockSparseBackend
     void Forward<T>(BlockSparseProblem problem, in ForwardTensors<T> tensors)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>;
 
+    /// <summary>dQ, dK, dV, and the bias gradient when <see cref="BlockSparseProblem.BiasGradient"/> (into <c>tensors.BiasGradient</c>).</summary>
     void Backward<T>(BlockSparseProblem problem, in BackwardTensors<T> tensors)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>;
 }
@@ -34,6 +35,11 @@ internal interface IDeviceBlockSparseBackend : IBlockSparseBackend
     void Forward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceForward<TD> views)
         where TD : unmanaged;
 
-    void Backward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceBackward<TD> views)
+    /// <param name="device">The device.</param>
+    /// <param name="stream">Its stream.</param>
+    /// <param name="problem">The validated problem.</param>
+    /// <param name="views">The tensors.</param>
+    /// <param name="biasGradient">The bias gradient destination; empty when <see cref="BlockSparseProblem.BiasGradient"/> is false.</param>
+    void Backward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceBackward<TD> views, ILGPU.ArrayView<float> biasGradient)
         where TD : unmanaged;
 }

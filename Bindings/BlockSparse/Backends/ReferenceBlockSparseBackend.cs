@@ -6,7 +6,8 @@ namespace Natten.BlockSparse;
 /// <summary>
 /// The double-precision Reference's dense-mask oracle as a backend: every (query, key) pair is tested
 /// against <see cref="BlockMask.Allows"/>; inputs are converted to double and results rounded back.
-/// Exact but O(Nq·Nk) per head; the last resort and the tests' oracle path.
+/// Exact but O(Nq·Nk) per head; the last resort and the tests' oracle path. Computes the score bias's
+/// gradient too when asked (<see cref="ReferenceAttention.DenseMaskedBiasGradient"/>).
 /// </summary>
 internal sealed class ReferenceBlockSparseBackend : IBlockSparseBackend
 {
@@ -54,6 +55,14 @@ internal sealed class ReferenceBlockSparseBackend : IBlockSparseBackend
         Store(grads.Query, tensors.QueryGrad);
         Store(grads.Key, tensors.KeyGrad);
         Store(grads.Value, tensors.ValueGrad);
+        if (problem.BiasGradient)
+        {
+            var scoreBias = problem.Bias!;
+            var biasGrad = ReferenceAttention.DenseMaskedBiasGradient(
+                Dims(problem), ToDouble(tensors.Query), ToDouble(tensors.Key), ToDouble(tensors.Value), ToDouble(tensors.OutputGrad),
+                allows, bias!, scoreBias.IndexOf, scoreBias.Length);
+            Store(biasGrad, tensors.BiasGradient);
+        }
     }
 
     internal static MaskedAttentionDims Dims(BlockSparseProblem p) => new(
