@@ -17,7 +17,9 @@ namespace Natten;
 /// <see cref="Natten.ElementMask"/>, explicit compressed rows, or a <see cref="BlockMasks"/> builder) and pass it to
 /// any number of <see cref="BlockSparseAttention"/> calls. The transposed lists (for each key block, the
 /// query blocks that list it — the backward's dK/dV order) are built with it. It copies itself to an
-/// accelerator on first use there and keeps the copy; <see cref="Dispose"/> frees the copies.</para>
+/// accelerator on first use there and keeps the copy; <see cref="Dispose"/> frees the copies. It can also be
+/// built on an accelerator (<see cref="CreateOnDevice"/>, <see cref="FromBlocksOnDevice"/>): then its lists start
+/// out on that device and the host copy is made when first needed.</para>
 /// <para>A mask with <see cref="Batches"/> = 1 (or <see cref="Heads"/> = 1) is shared by every batch entry
 /// (head). A query with no allowed key gets output 0 and LSE −∞.</para>
 /// </remarks>

@@ -62,11 +62,15 @@ public sealed class DeviceBlockMaskTests
         var (qbs, kbs) = ((nq + bq - 1) / bq, (nk + bk - 1) / bk);
         var flags = Enumerable.Range(0, batches * heads * qbs * kbs).Select(_ => rng.Next(3) != 0).ToArray();
         var window = ElementMask.SlidingWindow(rng.Next(-1, 6), rng.Next(-1, 6), nk - nq);
-        foreach (var element in new[] { null, window })
+
+        // A per-head dense element mask over flags shared by every head (or per head too): the lists take the larger plane count.
+        using var perHead = ElementMask.Dense(Enumerable.Range(0, 2 * nq * nk).Select(_ => rng.Next(4) != 0).ToArray(), nq, nk, heads: 2);
+        foreach (var (element, name) in new[] { (null, "none"), (window, "window"), (perHead, "per-head dense") })
         {
             using var host = BlockMask.FromBlocks(flags, nq, nk, bq, bk, heads, batches, element);
             using var device = BlockMask.FromBlocksOnDevice(Device, flags, nq, nk, bq, bk, heads, batches, element);
-            AssertSameLists(host, device, $"flags {batches}x{heads}, element {(element is null ? "none" : "window")}: {host}");
+            Assert.That(device.Heads, Is.EqualTo(element == perHead ? 2 : heads), name);
+            AssertSameLists(host, device, $"flags {batches}x{heads}, element {name}: {host}");
         }
     }
 
