@@ -17,31 +17,40 @@ namespace Natten;
 /// <see cref="Natten.ElementMask"/>, explicit compressed rows, or a <see cref="BlockMasks"/> builder) and pass it to
 /// any number of <see cref="BlockSparseAttention"/> calls. The transposed lists (for each key block, the
 /// query blocks that list it — the backward's dK/dV order) are built with it. It copies itself to an
-/// accelerator on first use there and keeps the copy; <see cref="Dispose"/> frees the copies.</para>
+/// accelerator on first use there and keeps the copy; <see cref="Dispose"/> frees the copies. It can also be
+/// built on an accelerator (<see cref="CreateOnDevice"/>, <see cref="FromBlocksOnDevice"/>): then its lists start
+/// out on that device and the host copy is made when first needed.</para>
 /// <para>A mask with <see cref="Batches"/> = 1 (or <see cref="Heads"/> = 1) is shared by every batch entry
 /// (head). A query with no allowed key gets output 0 and LSE −∞.</para>
 /// </remarks>
 public sealed partial class BlockMask : IDisposable
 {
-    private readonly int[] _offsets;
-    private readonly int[] _entries;
-    private readonly int[] _transposedOffsets;
-    private readonly int[] _transposedEntries;
+    private readonly Lazy<HostLists> _host;
     private readonly DeviceCache<DeviceBlockMask> _devices = new();
 
     /// <summary>Takes validated compressed rows (entries encoded as <see cref="BlockList.Encode"/>).</summary>
     private BlockMask(
         int queryTokens, int keyTokens, int queryBlockSize, int keyBlockSize, int batches, int heads, int[] offsets, int[] entries,
         ElementMask? elementMask)
+        : this(queryTokens, keyTokens, queryBlockSize, keyBlockSize, batches, heads, elementMask, entries.Length, entries.Count(BlockList.IsPartial))
+    {
+        var (transposedOffsets, transposedEntries) = Transpose(offsets, entries, batches * heads, QueryBlocks, KeyBlocks);
+        var lists = new HostLists(offsets, entries, transposedOffsets, transposedEntries);
+        _host = new Lazy<HostLists>(() => lists);
+        _ = _host.Value;
+    }
+
+    /// <summary>The sizes and counts; the caller sets <see cref="_host"/>.</summary>
+    private BlockMask(
+        int queryTokens, int keyTokens, int queryBlockSize, int keyBlockSize, int batches, int heads, ElementMask? elementMask,
+        int blockCount, int partialBlockCount)
     {
         (QueryTokens, KeyTokens, QueryBlockSize, KeyBlockSize) = (queryTokens, keyTokens, queryBlockSize, keyBlockSize);
         (Batches, Heads, ElementMask) = (batches, heads, elementMask);
         QueryBlocks = (queryTokens + queryBlockSize - 1) / queryBlockSize;
         KeyBlocks = (keyTokens + keyBlockSize - 1) / keyBlockSize;
-        _offsets = offsets;
-        _entries = entries;
-        PartialBlockCount = entries.Count(BlockList.IsPartial);
-        (_transposedOffsets, _transposedEntries) = Transpose(offsets, entries, batches * heads, QueryBlocks, KeyBlocks);
+        (BlockCount, PartialBlockCount) = (blockCount, partialBlockCount);
+        _host = null!;
     }
 
     /// <summary>Query tokens (Nq).</summary>
@@ -72,7 +81,7 @@ public sealed partial class BlockMask : IDisposable
     public ElementMask? ElementMask { get; }
 
     /// <summary>Listed blocks over all (batch, head) lists.</summary>
-    public int BlockCount => _entries.Length;
+    public int BlockCount { get; }
 
     /// <summary>Listed blocks that are partial.</summary>
     public int PartialBlockCount { get; }
@@ -90,7 +99,8 @@ public sealed partial class BlockMask : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(queryBlock);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(queryBlock, QueryBlocks);
-        return Decode(_offsets, _entries, (Plane(batch, head) * QueryBlocks) + queryBlock);
+        var host = _host.Value;
+        return Decode(host.Offsets, host.Entries, (Plane(batch, head) * QueryBlocks) + queryBlock);
     }
 
     /// <summary>The query blocks that list key block <paramref name="keyBlock"/> for (batch, head), in order (the transposed pattern).</summary>
@@ -103,7 +113,8 @@ public sealed partial class BlockMask : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(keyBlock);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(keyBlock, KeyBlocks);
-        return Decode(_transposedOffsets, _transposedEntries, (Plane(batch, head) * KeyBlocks) + keyBlock);
+        var host = _host.Value;
+        return Decode(host.TransposedOffsets, host.TransposedEntries, (Plane(batch, head) * KeyBlocks) + keyBlock);
     }
 
     /// <summary>Whether query token <paramref name="query"/> of (batch, head) attends to key token <paramref name="key"/>.</summary>
@@ -120,7 +131,8 @@ public sealed partial class BlockMask : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(key);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(key, KeyTokens);
         var row = (Plane(batch, head) * QueryBlocks) + (query / QueryBlockSize);
-        var entries = _entries.AsSpan(_offsets[row], _offsets[row + 1] - _offsets[row]);
+        var host = _host.Value;
+        var entries = host.Entries.AsSpan(host.Offsets[row], host.Offsets[row + 1] - host.Offsets[row]);
         var keyBlock = key / KeyBlockSize;
         var found = entries.BinarySearch(BlockList.Encode(keyBlock, false));
         if (found < 0)
@@ -146,16 +158,17 @@ public sealed partial class BlockMask : IDisposable
     public long AllowedPairs(int batch, int head)
     {
         var plane = Plane(batch, head);
+        var (offsets, entries) = (_host.Value.Offsets, _host.Value.Entries);
         long pairs = 0;
         for (var qb = 0; qb < QueryBlocks; qb++)
         {
             var (q0, q1) = (qb * QueryBlockSize, Math.Min((qb + 1) * QueryBlockSize, QueryTokens));
             var row = (plane * QueryBlocks) + qb;
-            for (var e = _offsets[row]; e < _offsets[row + 1]; e++)
+            for (var e = offsets[row]; e < offsets[row + 1]; e++)
             {
-                var kb = BlockList.Block(_entries[e]);
+                var kb = BlockList.Block(entries[e]);
                 var (k0, k1) = (kb * KeyBlockSize, Math.Min((kb + 1) * KeyBlockSize, KeyTokens));
-                if (!BlockList.IsPartial(_entries[e]))
+                if (!BlockList.IsPartial(entries[e]))
                 {
                     pairs += (long)(q1 - q0) * (k1 - k0);
                     continue;
@@ -174,8 +187,15 @@ public sealed partial class BlockMask : IDisposable
         return pairs;
     }
 
-    /// <summary>Frees the device copies of the block lists (the element mask's copies are its own: dispose it separately).</summary>
-    public void Dispose() => _devices.Dispose();
+    /// <summary>
+    /// Frees the device copies of the block lists (the element mask's copies are its own: dispose it separately).
+    /// A mask built on a device first copies its lists to the host (if no host query did already), so it stays usable.
+    /// </summary>
+    public void Dispose()
+    {
+        _ = _host.Value;
+        _devices.Dispose();
+    }
 
     /// <summary>A summary: <c>BlockMask 256x256, blocks 64x64, 1x8 lists, 40/128 blocks (12 partial)</c>.</summary>
     public override string ToString()
@@ -251,12 +271,16 @@ public sealed partial class BlockMask : IDisposable
 
     private DeviceBlockMask Upload(ComputeDevice device)
     {
+        var host = _host.Value;
         var buffers = new DeviceBuffers();
-        var forward = new BlockList(buffers.Upload<int>(device, _offsets), buffers.Upload<int>(device, _entries));
-        var transposed = new BlockList(buffers.Upload<int>(device, _transposedOffsets), buffers.Upload<int>(device, _transposedEntries));
+        var forward = new BlockList(buffers.Upload<int>(device, host.Offsets), buffers.Upload<int>(device, host.Entries));
+        var transposed = new BlockList(buffers.Upload<int>(device, host.TransposedOffsets), buffers.Upload<int>(device, host.TransposedEntries));
         return new DeviceBlockMask(forward, transposed, ElementMask?.OnDevice(device) ?? BlockSparseDispatch.NoMask, buffers);
     }
 }
+
+/// <summary>A <see cref="BlockMask"/>'s compressed rows in host memory: forward and transposed offsets and entries.</summary>
+internal sealed record HostLists(int[] Offsets, int[] Entries, int[] TransposedOffsets, int[] TransposedEntries);
 
 /// <summary>A <see cref="BlockMask"/> on one device: both block lists and the element mask's struct.</summary>
 internal sealed class DeviceBlockMask(BlockList forward, BlockList transposed, IMaskSource elementMask, DeviceBuffers buffers) : IDisposable

@@ -21,10 +21,12 @@ public static class BlockMasks
     /// <param name="right">Keys to the right; −1 for no limit (0 with <c>left = −1</c> is causal).</param>
     /// <param name="queryBlockSize">Bq.</param>
     /// <param name="keyBlockSize">Bk.</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>The mask: blocks inside every window full, border blocks partial.</returns>
     /// <exception cref="ArgumentException">A size is below 1 or a window side below −1.</exception>
-    public static BlockMask SlidingWindow(int queryTokens, int keyTokens, int left, int right, int queryBlockSize, int keyBlockSize)
-        => BlockMask.Create(ElementMask.SlidingWindow(left, right, keyTokens - queryTokens), queryTokens, keyTokens, queryBlockSize, keyBlockSize);
+    public static BlockMask SlidingWindow(
+        int queryTokens, int keyTokens, int left, int right, int queryBlockSize, int keyBlockSize, AttentionDevice? device = null)
+        => Build(device, ElementMask.SlidingWindow(left, right, keyTokens - queryTokens), queryTokens, keyTokens, queryBlockSize, keyBlockSize);
 
     /// <summary>
     /// Causal attention with FlashAttention's bottom-right alignment (query <c>q</c> sees keys
@@ -35,10 +37,11 @@ public static class BlockMasks
     /// <param name="keyTokens">Nk.</param>
     /// <param name="queryBlockSize">Bq.</param>
     /// <param name="keyBlockSize">Bk.</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>The mask.</returns>
     /// <exception cref="ArgumentException">A size is below 1.</exception>
-    public static BlockMask Causal(int queryTokens, int keyTokens, int queryBlockSize, int keyBlockSize)
-        => SlidingWindow(queryTokens, keyTokens, -1, 0, queryBlockSize, keyBlockSize);
+    public static BlockMask Causal(int queryTokens, int keyTokens, int queryBlockSize, int keyBlockSize, AttentionDevice? device = null)
+        => SlidingWindow(queryTokens, keyTokens, -1, 0, queryBlockSize, keyBlockSize, device);
 
     /// <summary>
     /// S2-Attention / DKernel strided heads (Lin et al. 2024, "S2-Attention: Hardware-Aware Context
@@ -57,10 +60,11 @@ public static class BlockMasks
     /// <param name="verticalStride">Stride of the vertical (strided) blocks, at least 1.</param>
     /// <param name="denseHeads">Heads that attend densely (0 to <paramref name="heads"/>).</param>
     /// <param name="causal">Causal attention (decoder models).</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>A per-head block mask.</returns>
     /// <exception cref="ArgumentException">A size is out of range.</exception>
     public static BlockMask StridedHeads(
-        int tokens, int heads, int blockSize, int localBlocks, int verticalStride, int denseHeads = 0, bool causal = true)
+        int tokens, int heads, int blockSize, int localBlocks, int verticalStride, int denseHeads = 0, bool causal = true, AttentionDevice? device = null)
     {
         ProblemValidator.CheckStridedHeads(tokens, heads, blockSize, localBlocks, verticalStride, denseHeads);
         var blocks = (tokens + blockSize - 1) / blockSize;
@@ -80,7 +84,10 @@ public static class BlockMasks
             }
         }
 
-        return BlockMask.FromBlocks(flags, tokens, tokens, blockSize, blockSize, heads, 1, causal ? ElementMask.Causal : null);
+        var elementMask = causal ? ElementMask.Causal : null;
+        return device is null
+            ? BlockMask.FromBlocks(flags, tokens, tokens, blockSize, blockSize, heads, 1, elementMask)
+            : BlockMask.FromBlocksOnDevice(device, flags, tokens, tokens, blockSize, blockSize, heads, 1, elementMask);
     }
 
     /// <summary>
@@ -95,18 +102,19 @@ public static class BlockMasks
     /// <param name="extents">The grid (1 to 3 axes); <paramref name="block"/> must divide each extent.</param>
     /// <param name="block">Block size b per axis.</param>
     /// <param name="halo">Halo h (0 gives non-overlapping blocked attention).</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>The mask; its query and key blocks are the b^rank-token HaloNet blocks.</returns>
     /// <exception cref="ArgumentException">A size is out of range or <paramref name="block"/> does not divide an extent.</exception>
-    public static BlockMask HaloNet(AxisValues extents, int block, int halo)
+    public static BlockMask HaloNet(AxisValues extents, int block, int halo, AttentionDevice? device = null)
     {
         var mask = ElementMask.GridWindow(extents, block, halo, halo, block);
         var rank = extents.IsUniform ? 1 : extents.Count;
         var blockTokens = (int)Math.Pow(block, rank);
-        return BlockMask.Create(mask, mask.QueryTokens!.Value, mask.QueryTokens!.Value, blockTokens, blockTokens);
+        return Build(device, mask, mask.QueryTokens!.Value, mask.QueryTokens!.Value, blockTokens, blockTokens);
     }
 
     /// <summary>
-    /// HaloNet (see <see cref="HaloNet(AxisValues, int, int)"/>) for tokens in plain row-major order, cut into
+    /// HaloNet (see <see cref="HaloNet(AxisValues, int, int, AttentionDevice?)"/>) for tokens in plain row-major order, cut into
     /// query and key blocks of the given sizes (blocks then span rows of the grid, so more of them are partial).
     /// </summary>
     /// <param name="extents">The grid (1 to 3 axes).</param>
@@ -114,12 +122,14 @@ public static class BlockMasks
     /// <param name="halo">Halo h.</param>
     /// <param name="queryBlockSize">Bq.</param>
     /// <param name="keyBlockSize">Bk.</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>The mask.</returns>
     /// <exception cref="ArgumentException">A size is out of range.</exception>
-    public static BlockMask HaloNet(AxisValues extents, int block, int halo, int queryBlockSize, int keyBlockSize)
+    public static BlockMask HaloNet(
+        AxisValues extents, int block, int halo, int queryBlockSize, int keyBlockSize, AttentionDevice? device = null)
     {
         var mask = ElementMask.GridWindow(extents, block, halo, halo);
-        return BlockMask.Create(mask, mask.QueryTokens!.Value, mask.QueryTokens!.Value, queryBlockSize, keyBlockSize);
+        return Build(device, mask, mask.QueryTokens!.Value, mask.QueryTokens!.Value, queryBlockSize, keyBlockSize);
     }
 
     /// <summary>
@@ -132,10 +142,12 @@ public static class BlockMasks
     /// <param name="queryBlockSize">Bq.</param>
     /// <param name="keyBlockSize">Bk.</param>
     /// <param name="batches">1 for ids shared by every batch entry, else the batch size.</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>The mask: blocks inside one region full, mixed blocks partial, blocks between disjoint regions skipped.</returns>
     /// <exception cref="ArgumentException">A size is below 1 or the length is not a multiple of <paramref name="batches"/>.</exception>
-    public static BlockMask Segments(ReadOnlySpan<int> segments, int queryBlockSize, int keyBlockSize, int batches = 1)
-        => Segments(segments, segments, queryBlockSize, keyBlockSize, batches);
+    public static BlockMask Segments(
+        ReadOnlySpan<int> segments, int queryBlockSize, int keyBlockSize, int batches = 1, AttentionDevice? device = null)
+        => Segments(segments, segments, queryBlockSize, keyBlockSize, batches, device);
 
     /// <summary>Segment ids for queries and keys separately (cross-attention between two tokenisations of the same regions).</summary>
     /// <param name="querySegments">Query ids, <c>[batches, Nq]</c>.</param>
@@ -143,12 +155,15 @@ public static class BlockMasks
     /// <param name="queryBlockSize">Bq.</param>
     /// <param name="keyBlockSize">Bk.</param>
     /// <param name="batches">1 for ids shared by every batch entry, else the batch size.</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>The mask.</returns>
     /// <exception cref="ArgumentException">A size is below 1 or a length is not a multiple of <paramref name="batches"/>.</exception>
-    public static BlockMask Segments(ReadOnlySpan<int> querySegments, ReadOnlySpan<int> keySegments, int queryBlockSize, int keyBlockSize, int batches = 1)
+    public static BlockMask Segments(
+        ReadOnlySpan<int> querySegments, ReadOnlySpan<int> keySegments, int queryBlockSize, int keyBlockSize, int batches = 1,
+        AttentionDevice? device = null)
     {
         var mask = ElementMask.Segments(querySegments, keySegments, batches);
-        return BlockMask.Create(mask, mask.QueryTokens!.Value, mask.KeyTokens!.Value, queryBlockSize, keyBlockSize);
+        return Build(device, mask, mask.QueryTokens!.Value, mask.KeyTokens!.Value, queryBlockSize, keyBlockSize);
     }
 
     /// <summary>
@@ -159,9 +174,11 @@ public static class BlockMasks
     /// <param name="queryBlockSize">Bq.</param>
     /// <param name="keyBlockSize">Bk.</param>
     /// <param name="causal">Causal within each document.</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>The mask over N = cu[^1] tokens.</returns>
     /// <exception cref="ArgumentException">The lengths do not start at 0, decrease, or give no token.</exception>
-    public static BlockMask Documents(ReadOnlySpan<int> cumulativeSequenceLengths, int queryBlockSize, int keyBlockSize, bool causal = false)
+    public static BlockMask Documents(
+        ReadOnlySpan<int> cumulativeSequenceLengths, int queryBlockSize, int keyBlockSize, bool causal = false, AttentionDevice? device = null)
     {
         ProblemValidator.CheckCumulativeLengths(cumulativeSequenceLengths);
         var tokens = cumulativeSequenceLengths[^1];
@@ -172,7 +189,7 @@ public static class BlockMasks
         }
 
         var mask = ElementMask.Segments(ids);
-        return BlockMask.Create(causal ? mask.And(ElementMask.Causal) : mask, tokens, tokens, queryBlockSize, keyBlockSize);
+        return Build(device, causal ? mask.And(ElementMask.Causal) : mask, tokens, tokens, queryBlockSize, keyBlockSize);
     }
 
     /// <summary>
@@ -184,9 +201,11 @@ public static class BlockMasks
     /// <param name="queryBlockSize">Bq.</param>
     /// <param name="keyBlockSize">Bk.</param>
     /// <param name="batches">Batch entries (the mask is per batch entry).</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>The mask (per batch entry).</returns>
     /// <exception cref="ArgumentException">A size is below 1 or the length is not a multiple of <paramref name="batches"/>.</exception>
-    public static BlockMask KeyPadding(ReadOnlySpan<bool> keyValid, int queryTokens, int queryBlockSize, int keyBlockSize, int batches)
+    public static BlockMask KeyPadding(
+        ReadOnlySpan<bool> keyValid, int queryTokens, int queryBlockSize, int keyBlockSize, int batches, AttentionDevice? device = null)
     {
         ProblemValidator.CheckSegments(Math.Max(1, queryTokens) * batches, keyValid.Length, batches);
         var keys = new int[keyValid.Length];
@@ -196,7 +215,7 @@ public static class BlockMasks
         }
 
         var mask = ElementMask.Segments(new int[(long)queryTokens * batches], keys, batches);
-        return BlockMask.Create(mask, queryTokens, keys.Length / batches, queryBlockSize, keyBlockSize);
+        return Build(device, mask, queryTokens, keys.Length / batches, queryBlockSize, keyBlockSize);
     }
 
     /// <summary>Key padding from valid lengths: batch entry <c>b</c> sees keys <c>0 … keyLengths[b] − 1</c>.</summary>
@@ -205,9 +224,11 @@ public static class BlockMasks
     /// <param name="keyTokens">Nk.</param>
     /// <param name="queryBlockSize">Bq.</param>
     /// <param name="keyBlockSize">Bk.</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>The mask (per batch entry).</returns>
     /// <exception cref="ArgumentException">A size is below 1 or a length out of range.</exception>
-    public static BlockMask KeyPadding(ReadOnlySpan<int> keyLengths, int queryTokens, int keyTokens, int queryBlockSize, int keyBlockSize)
+    public static BlockMask KeyPadding(
+        ReadOnlySpan<int> keyLengths, int queryTokens, int keyTokens, int queryBlockSize, int keyBlockSize, AttentionDevice? device = null)
     {
         ProblemValidator.CheckKeyLengths(keyLengths, keyTokens);
         var valid = new bool[(long)keyLengths.Length * keyTokens];
@@ -216,7 +237,7 @@ public static class BlockMasks
             valid.AsSpan(b * keyTokens, keyLengths[b]).Fill(true);
         }
 
-        return KeyPadding(valid, queryTokens, queryBlockSize, keyBlockSize, keyLengths.Length);
+        return KeyPadding(valid, queryTokens, queryBlockSize, keyBlockSize, keyLengths.Length, device);
     }
 
     /// <summary>
@@ -231,13 +252,21 @@ public static class BlockMasks
     /// <param name="options">Kernel size, stride, dilation and causal flags (Scale, Tiles and Backend are ignored).</param>
     /// <param name="queryBlockSize">Bq.</param>
     /// <param name="keyBlockSize">Bk.</param>
+    /// <param name="device">Build the lists on this accelerator (<see cref="BlockMask.CreateOnDevice"/>); null (the default) builds them on the host.</param>
     /// <returns>The mask.</returns>
     /// <exception cref="ArgumentException">The options break a rule of docs/SEMANTICS.md for these extents, or a block size is below 1.</exception>
-    public static BlockMask Neighborhood(AxisValues extents, NeighborhoodAttentionOptions options, int queryBlockSize, int keyBlockSize)
+    public static BlockMask Neighborhood(
+        AxisValues extents, NeighborhoodAttentionOptions options, int queryBlockSize, int keyBlockSize, AttentionDevice? device = null)
     {
         var problem = ProblemValidator.Validate(new AttentionShape(1, extents, 1, 1), options with { Tiles = null }, ElementType.Float32);
         var p = new Kernels.Common.ProblemParams(1, 1, 1, 1, 1, 0, problem.Spatial, problem.KernelSize, problem.Stride, problem.Dilation, problem.Causal, 1.0);
         var tokens = (int)problem.Tokens;
-        return BlockMask.Create(new NeighborhoodElementMask(p), tokens, tokens, queryBlockSize, keyBlockSize);
+        return Build(device, new NeighborhoodElementMask(p), tokens, tokens, queryBlockSize, keyBlockSize);
     }
+
+    /// <summary>The block mask of a builder's element mask, on the host or on <paramref name="device"/>.</summary>
+    private static BlockMask Build(AttentionDevice? device, ElementMask mask, int queryTokens, int keyTokens, int queryBlockSize, int keyBlockSize)
+        => device is null
+            ? BlockMask.Create(mask, queryTokens, keyTokens, queryBlockSize, keyBlockSize)
+            : BlockMask.CreateOnDevice(device, mask, queryTokens, keyTokens, queryBlockSize, keyBlockSize);
 }

@@ -50,6 +50,15 @@ internal sealed class DeviceBuffers : IDisposable
         return view.SubView(0, data.Length);
     }
 
+    /// <summary>Takes ownership of a buffer allocated elsewhere (e.g. filled by a kernel) and returns its first <paramref name="length"/> elements.</summary>
+    public ArrayView<T> Adopt<T>(MemoryBuffer1D<T, Stride1D.Dense> buffer, long length)
+        where T : unmanaged
+    {
+        _buffers.Add(buffer);
+        ArrayView<T> view = buffer.View;
+        return view.SubView(0, length);
+    }
+
     public void Dispose()
     {
         foreach (var buffer in _buffers)

@@ -7,7 +7,7 @@ namespace Natten;
 /// A dense, row-major tensor in an accelerator's memory, with the shape it was created with.
 /// Dispose it (or use <c>using</c>) to free the device memory; every member of a disposed tensor throws.
 /// </summary>
-/// <typeparam name="T">Element type: <see cref="float"/> or <see cref="System.Half"/> for attention; any unmanaged type for storage.</typeparam>
+/// <typeparam name="T">Element type: <see cref="float"/> or <see cref="System.Half"/> for attention (bfloat16 bits as <see cref="ushort"/> for the block-sparse <c>ForwardBFloat16</c> / <c>BackwardBFloat16</c> overloads); any unmanaged type for storage.</typeparam>
 public sealed class DeviceTensor<T> : IDisposable, IDeviceTensor
     where T : unmanaged
 {
