@@ -60,13 +60,15 @@ public static partial class BlockSparseAttention
     /// <param name="keyGrad">Destination dK as bf16 bits.</param>
     /// <param name="valueGrad">Destination dV as bf16 bits.</param>
     /// <param name="stream">Stream of the tensors' device to queue the work on.</param>
+    /// <param name="biasGradient">Optional destination d(bias), laid out like the bias (<see cref="ScoreBias.Length"/> floats; see the float overload).</param>
     /// <exception cref="ArgumentException">A shape, the mask, an option or a tensor does not fit.</exception>
     /// <exception cref="NotSupportedException">No device backend can run the problem.</exception>
     public static void BackwardBFloat16(
         DeviceTensor<ushort> query, DeviceTensor<ushort> key, DeviceTensor<ushort> value,
         DeviceTensor<ushort> output, DeviceTensor<float> logSumExp, DeviceTensor<ushort> outputGrad, BlockMask mask,
         BlockSparseShape shape, BlockSparseOptions options,
-        DeviceTensor<ushort> queryGrad, DeviceTensor<ushort> keyGrad, DeviceTensor<ushort> valueGrad, AcceleratorStream? stream = null)
+        DeviceTensor<ushort> queryGrad, DeviceTensor<ushort> keyGrad, DeviceTensor<ushort> valueGrad, AcceleratorStream? stream = null,
+        DeviceTensor<float>? biasGradient = null)
     {
         ArgumentNullException.ThrowIfNull(query);
         ArgumentNullException.ThrowIfNull(key);
@@ -77,22 +79,23 @@ public static partial class BlockSparseAttention
         ArgumentNullException.ThrowIfNull(queryGrad);
         ArgumentNullException.ThrowIfNull(keyGrad);
         ArgumentNullException.ThrowIfNull(valueGrad);
-        var problem = ProblemValidator.ValidateBlockSparse(shape, mask, options, ElementType.BFloat16);
+        var problem = ProblemValidator.ValidateBlockSparse(shape, mask, options, ElementType.BFloat16, biasGradient is not null);
         ProblemValidator.CheckBlockSparseBackwardLengths(
             problem,
             new BackwardLengths(
                 query.Length, key.Length, value.Length, 0, 0, output.Length, logSumExp.Length, outputGrad.Length,
-                queryGrad.Length, keyGrad.Length, valueGrad.Length, 0, 0));
+                queryGrad.Length, keyGrad.Length, valueGrad.Length, 0, 0),
+            biasGradient?.Length);
         var device = DeviceTensorChecks.SameDevice(
             (query, "query"), (key, "key"), (value, "value"), (output, "output"), (logSumExp, "logSumExp"), (outputGrad, "outputGrad"),
-            (queryGrad, "queryGrad"), (keyGrad, "keyGrad"), (valueGrad, "valueGrad"));
+            (queryGrad, "queryGrad"), (keyGrad, "keyGrad"), (valueGrad, "valueGrad"), (biasGradient, "biasGradient"));
         DeviceTensorChecks.DistinctDestinations(
             [(query, "query"), (key, "key"), (value, "value"), (output, "output"), (logSumExp, "logSumExp"), (outputGrad, "outputGrad")],
-            [(queryGrad, "queryGrad"), (keyGrad, "keyGrad"), (valueGrad, "valueGrad")]);
+            [(queryGrad, "queryGrad"), (keyGrad, "keyGrad"), (valueGrad, "valueGrad"), (biasGradient, "biasGradient")]);
         var backend = (IDeviceBlockSparseBackend)BlockSparseBackends.Choose(problem, options.Backend, AttentionPass.Backward, device.Compute);
         var s = stream ?? device.Accelerator.DefaultStream;
         backend.Backward(device.Compute, s, problem, new DeviceBackward<ushort>(
             query.View, key.View, value.View, default, default, output.View, logSumExp.View,
-            outputGrad.View, queryGrad.View, keyGrad.View, valueGrad.View, default, default));
+            outputGrad.View, queryGrad.View, keyGrad.View, valueGrad.View, default, default), biasGradient?.View ?? ILGPU.ArrayView<float>.Empty);
     }
 }

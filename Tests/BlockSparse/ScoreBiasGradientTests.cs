@@ -154,6 +154,22 @@ public sealed class ScoreBiasGradientTests
             data.Dims(), TestData.ToDouble(Widen(q)), TestData.ToDouble(Widen(k)), TestData.ToDouble(Widen(v)), TestData.ToDouble(Widen(outputGrad)),
             t.Allows, Value, t.Index, table.Length);
         MaskedAssert.Within(expected, dTable, Tolerance.BFloat16Gradient, "d(table)");
+
+        // The bf16 device-tensor entry point gives the same bits.
+        var device = AttentionDevice.Default;
+        using var tq = device.Upload<ushort>(q, q.Length);
+        using var tk = device.Upload<ushort>(k, k.Length);
+        using var tv = device.Upload<ushort>(v, v.Length);
+        using var to = device.Upload<ushort>(output, output.Length);
+        using var tl = device.Upload<float>(lse, lse.Length);
+        using var tdO = device.Upload<ushort>(outputGrad, outputGrad.Length);
+        using var tdq = device.Allocate<ushort>(q.Length);
+        using var tdk = device.Allocate<ushort>(k.Length);
+        using var tdv = device.Allocate<ushort>(v.Length);
+        using var tdTable = device.Allocate<float>(table.Length);
+        BlockSparseAttention.BackwardBFloat16(tq, tk, tv, to, tl, tdO, mask, data.Shape, options, tdq, tdk, tdv, biasGradient: tdTable);
+        device.Synchronize();
+        Assert.That(tdTable.ToArray(), Is.EqualTo(dTable), "device and host bf16 d(table)");
     }
 
     [TestCase(4006)]
