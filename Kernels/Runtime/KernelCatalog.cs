@@ -98,9 +98,25 @@ internal static class KernelCatalog
         foreach (var bias in Biases)
         {
             Add(typeof(BlockSparseForwardKernel), nameof(BlockSparseForwardKernel.Forward), true, false, ht, hs, typeof(AllowAll), bias);
-            Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.QueryGrad), true, false, ft, fs, typeof(SlidingWindowMask), bias);
+            Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.QueryGrad), true, false, ft, fs, typeof(SlidingWindowMask), bias, typeof(NoBiasGradient));
             Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.KeyValueGrad), true, false, ft, fs, typeof(SlidingWindowMask), bias);
         }
+
+        // The score-bias gradient: the dQ kernel with each gradient sink, and the fixed-order reductions.
+        Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.QueryGrad), true, false, ft, fs, typeof(AllowAll), typeof(DenseBias), typeof(DirectBiasGradient));
+        Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.QueryGrad), true, false, ht, hs, typeof(AllowAll), typeof(DenseBias), typeof(PairBiasGradient));
+        Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.QueryGrad), true, false, ft, fs, typeof(NeighborhoodMask), typeof(RelativePositionBias), typeof(RowTableBiasGradient));
+        Add(typeof(BiasGradientKernels), nameof(BiasGradientKernels.ReduceDense), false, false);
+        Add(typeof(BiasGradientKernels), nameof(BiasGradientKernels.ReduceTable), false, false);
+
+        // Building block masks on the device.
+        foreach (var mask in Masks)
+        {
+            Add(typeof(BlockMaskBuildKernels), nameof(BlockMaskBuildKernels.Classify), false, false, mask);
+        }
+
+        Add(typeof(BlockMaskBuildKernels), nameof(BlockMaskBuildKernels.Count), false, false);
+        Add(typeof(BlockMaskBuildKernels), nameof(BlockMaskBuildKernels.Fill), false, false);
 
         return entries;
     }
