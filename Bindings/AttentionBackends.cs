@@ -9,6 +9,14 @@ public static class AttentionBackends
     /// <summary>Backend names in order of preference (the automatic choice is the first that can run).</summary>
     public static IReadOnlyList<string> Names => BackendRegistry.Default.Backends.Select(b => b.Name).ToArray();
 
+    /// <summary>
+    /// Whether backend <paramref name="name"/> also takes tensors already in an accelerator's memory
+    /// (<see cref="DeviceTensor{T}"/> overloads of <see cref="NeighborhoodAttention"/>): the ILGPU backends do;
+    /// <c>cpu</c> and <c>reference</c> work on host spans only.
+    /// </summary>
+    /// <exception cref="ArgumentException">Unknown backend name.</exception>
+    public static bool RunsOnDeviceTensors(string name) => Get(name) is IDeviceAttentionBackend;
+
     /// <summary>A one-line description of backend <paramref name="name"/>, naming the accelerator an ILGPU backend runs on.</summary>
     /// <exception cref="ArgumentException">Unknown backend name.</exception>
     public static string Describe(string name)

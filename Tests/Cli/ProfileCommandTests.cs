@@ -108,7 +108,8 @@ public sealed class ProfileCommandTests
             Assert.That(lines[0], Does.StartWith("natten profile: 2D B=1 6x6 H=2/2 D=4 Dv=4, kernel 3x3 stride 2x2 dilation 1x1 causal 0x1, fp32"));
             Assert.That(lines[0], Does.Contain("GFLOP"));
             Assert.That(lines[1], Does.StartWith("machine: CPU "));
-            Assert.That(lines[2], Does.StartWith("dense: the same problem with kernel 6x6 (K = n on every axis), stride 1, dilation 1, non-causal"));
+            Assert.That(lines[2], Does.StartWith("timing: ").And.Contain("fused").And.Contain("naive").And.Contain("the other backends on host spans"));
+            Assert.That(lines[3], Does.StartWith("dense: the same problem with kernel 6x6 (K = n on every axis), stride 1, dilation 1, non-causal"));
             Assert.That(lines, Has.Some.Match(
                 @"^backend\s+pass\s+median ms\s+min ms\s+useful TFLOP/s\s+vs reference\s+vs naive\s+dense ms\s+vs dense\s+bound\s+device MB$"));
             Assert.That(lines, Has.Some.Match(
@@ -164,4 +165,30 @@ public sealed class ProfileCommandTests
     }
 
     private static int[] Ints(JsonElement root, string name) => [.. root.GetProperty(name).EnumerateArray().Select(e => e.GetInt32())];
+
+    [Test]
+    public void Bfloat16AndTf32RunWithDeviceResidentTimings()
+    {
+        // bf16 on every backend (fused, naive on device tensors; cpu and reference on host spans), and --tf32 reaches the options.
+        var bf16 = CliRunner.Run("profile", "--shape", "6x6", "--kernel-size", "3", "--heads", "2", "--dim", "16", "--dtype", "bf16",
+            "--backend", "fused,naive,cpu,reference", "--backward", "--warmup", "0", "--repeat", "1", "--no-dense", "--json");
+        bf16.AssertSuccess();
+        var rows = ProfileTuningTests.JsonLines(bf16.Stdout);
+        using (Assert.EnterMultipleScope())
+        {
+            Assert.That(rows, Has.Length.EqualTo(8));
+            Assert.That(rows.Select(r => r.GetProperty("dtype").GetString()), Is.All.EqualTo("bf16"));
+            Assert.That(rows.Select(r => r.GetProperty("skipped_reason").ValueKind), Is.All.EqualTo(System.Text.Json.JsonValueKind.Null));
+            foreach (var row in rows)
+            {
+                var device = row.GetProperty("backend").GetString() is "fused" or "naive";
+                Assert.That(row.GetProperty("timing").GetString(), Is.EqualTo(device ? "device-resident" : "host"));
+            }
+        }
+
+        var tf32 = CliRunner.Run("profile", "--shape", "6x6", "--kernel-size", "3", "--heads", "1", "--dim", "16", "--tf32",
+            "--backend", "fused", "--warmup", "0", "--repeat", "1", "--no-dense", "--json");
+        tf32.AssertSuccess();
+        Assert.That(ProfileTuningTests.JsonLines(tf32.Stdout).Single().GetProperty("allow_tf32").GetBoolean(), Is.True);
+    }
 }

@@ -15,7 +15,7 @@ namespace Natten.Cli.Commands;
 /// </summary>
 internal static class ProfileCommand
 {
-    private static readonly string[] _dtypes = ["fp32", "fp16"];
+    private static readonly string[] _dtypes = ["fp32", "fp16", "bf16"];
 
     public static string UsageText =>
         $"""
@@ -37,7 +37,8 @@ internal static class ProfileCommand
           --dim D             query/key head dimension (default 32)
           --value-dim D       value head dimension (default: --dim)
           --additional-tokens N   extra key/value tokens every query attends to (default 0)
-          --dtype T           fp32 or fp16 (default fp32)
+          --dtype T           fp32, fp16 or bf16 (default fp32)
+          --tf32              let the fused float32 forward use TF32 tensor cores (opt-in, ~1e-3 relative error)
           --tiles Q/KV        fused tile shapes, e.g. 8x8/4x4 (query tile / KV sub-tile; default per rank and D)
 
         Measurement:
@@ -83,7 +84,7 @@ internal static class ProfileCommand
             return ProfileTuning.DryRun(setup, forwardFlops, stdout);
         }
 
-        var inputs = new ProfileInputs(setup.Shape, setup.IsFloat16, setup.Seed);
+        using var inputs = new ProfileInputs(setup.Shape, setup.ElementType, setup.Seed);
         if (setup.Optimize)
         {
             return ProfileTuning.Optimize(setup, inputs, forwardFlops, stdout, stderr);
@@ -303,6 +304,11 @@ internal static class ProfileCommand
         }
 
         options = ProblemOptions.ReadTiles(args, options);
+        if (args.GetFlag("--tf32"))
+        {
+            options = options with { AllowTf32 = true };
+        }
+
         var batch = args.GetInt("--batch", 1, min: 1);
         var heads = args.GetInt("--heads", 4, min: 1);
         var kvHeads = args.GetInt("--kv-heads", heads, min: 1);
@@ -331,7 +337,7 @@ internal static class ProfileCommand
         {
             Shape = shape,
             Options = options,
-            IsFloat16 = dtype == "fp16",
+            ElementType = dtype switch { "fp16" => ElementType.Float16, "bf16" => ElementType.BFloat16, _ => ElementType.Float32 },
             Backends = backends,
             ExplicitBackends = backendArg is not null && !string.Equals(backendArg, "all", StringComparison.OrdinalIgnoreCase),
             Backward = args.GetFlag("--backward"),
@@ -354,7 +360,7 @@ internal static class ProfileCommand
 
         public required NeighborhoodAttentionOptions Options { get; init; }
 
-        public required bool IsFloat16 { get; init; }
+        public required ElementType ElementType { get; init; }
 
         public required IReadOnlyList<string> Backends { get; init; }
 
@@ -383,16 +389,15 @@ internal static class ProfileCommand
 
         public required int[]? PlotKernels { get; init; }
 
-        public string DType => IsFloat16 ? "fp16" : "fp32";
+        public string DType => ElementType switch { ElementType.Float16 => "fp16", ElementType.BFloat16 => "bf16", _ => "fp32" };
 
-        public ElementType ElementType => IsFloat16 ? ElementType.Float16 : ElementType.Float32;
 
         public int Rank => Shape.Rank;
 
         /// <summary>The problem line every output starts with.</summary>
         public string Describe()
             => $"{Rank}D {Shape}, kernel {ProblemOptions.Format(Options.KernelSize, Rank, 0)} stride {ProblemOptions.Format(Options.Stride, Rank, 1)} "
-             + $"dilation {ProblemOptions.Format(Options.Dilation, Rank, 1)} causal {ProblemOptions.Format(Options.Causal, Rank)}, {DType}";
+             + $"dilation {ProblemOptions.Format(Options.Dilation, Rank, 1)} causal {ProblemOptions.Format(Options.Causal, Rank)}, {DType}{(Options.AllowTf32 ? " (TF32 allowed)" : string.Empty)}";
 
         /// <summary>The problem's fields, written first in every JSON line of the command.</summary>
         public void WriteProblem(Utf8JsonWriter json)
@@ -400,6 +405,7 @@ internal static class ProfileCommand
             var s = Shape;
             var o = Options;
             json.WriteString("dtype", DType);
+            json.WriteBoolean("allow_tf32", Options.AllowTf32);
             json.WriteNumber("rank", Rank);
             json.WriteNumber("batch", s.Batch);
             ProfileJson.WriteArray(json, "shape", ProblemOptions.Resolve(s.Spatial, Rank, 1));
@@ -450,6 +456,9 @@ internal static class ProfileCommand
             stdout.WriteLine(
                 $"machine: {machine}; median of {setup.Repeat} after {setup.Warmup} warm-up"
               + (IsOptimizedBuild ? string.Empty : "; WARNING: unoptimized (Debug) build, use -c Release for real timings"));
+            stdout.WriteLine(
+                $"timing: {string.Join(", ", setup.Backends.Where(ProfileInputs.IsDeviceResident))} on tensors resident on {AcceleratorName()} "
+              + "(uploaded once; each call synchronised); the other backends on host spans");
             if (setup.Dense)
             {
                 stdout.WriteLine(
@@ -524,6 +533,7 @@ internal static class ProfileCommand
             json.WriteStartObject();
             json.WriteString("backend", m.Backend);
             json.WriteString("pass", m.Pass);
+            json.WriteString("timing", ProfileInputs.IsDeviceResident(m.Backend) ? "device-resident" : "host");
             setup.WriteProblem(json);
             if (m.Backend == FusedBackendName && _simulation is { } tiles)
             {
