@@ -29,6 +29,12 @@ public sealed class PtxCompilationTests
             Assert.That(report.MmaInstructions, Is.GreaterThan(0), "the tensor-core kernel emits mma.sync");
         }
 
+        if (entry.RegisterResident)
+        {
+            // Loop-indexed per-thread arrays would live in local memory; the generated kernels index fragments by constants only.
+            Assert.That(report.LocalArrays, Is.Empty, "a register-resident kernel declares no local array (only 4/8-byte asm operand depots)");
+        }
+
         TestContext.Out.WriteLine(
             $"{entry.Name}: {report.Instructions} instructions, {report.MmaInstructions} mma, shared {report.StaticSharedBytes} B, "
             + $"local arrays [{string.Join(", ", report.LocalArrays)}] B, ld.local {report.LocalLoads}, st.local {report.LocalStores}");
