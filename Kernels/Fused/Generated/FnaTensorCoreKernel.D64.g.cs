@@ -144,17 +144,18 @@ internal static class FnaTensorCoreKernelD64
             }
         }
 
-        // Additional tokens: every query sees all of them; the last sub-tile is cut short by a prefix mask.
+        // Additional tokens: every query sees all of them; the last sub-tile is cut short by a prefix mask, written as the
+        // window [0, 1) × [0, 1) × [0, count) over slots (0, 0, slot) so that Chunk has two instantiations, not three.
         var additionalSlots = new KeySlots(0, 0, 0, 1, keys);
         for (var m = 0; m < p.AdditionalTokens; m += keys)
         {
             Group.Barrier();
             FnaTensorCoreKernel.StageAdditional(p, keys, m, batch, kvHead, additionalKey, additionalValue, kTile, RowStride, vTile, RowStride, tid, threads);
             Group.Barrier();
-            var prefix = new PrefixMask(p.AdditionalTokens - m);
+            var prefix = new WindowMask(0, 1, 0, 1, 0, p.AdditionalTokens - m);
             for (var chunk = 0; chunk < keys; chunk += KeyChunk)
             {
-                Chunk<TFormat, PrefixMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, prefix, prefix, additionalSlots, scoreScale, g, t, scratch);
+                Chunk<TFormat, WindowMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, prefix, prefix, additionalSlots, scoreScale, g, t, scratch);
             }
         }
 
