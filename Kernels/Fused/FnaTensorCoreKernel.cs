@@ -22,7 +22,11 @@ namespace Natten.Kernels.Fused;
 /// tile × KV sub-tile ≤ <see cref="MaxScores"/>. Dynamic shared memory (16-bit words): Q [tile × D],
 /// K [sub-tile × D], V [sub-tile × Dv], P [tile × sub-tile]. Static: the float scores and row statistics.
 /// Version 1: O accumulators and per-lane fragments live in a local array (ILGPU does not unroll), so on a
-/// GPU they may spill; the PTX should be checked for local-memory traffic before tuning.
+/// GPU they may spill (the PTX declares a 512-byte local array). It runs the head dims the generated
+/// register-resident kernels do not cover: <c>FnaTensorCore.Forward</c> sends D = Dv = 64 and 128 to
+/// <see cref="Generated.FnaTensorCoreKernelD64"/> / <see cref="Generated.FnaTensorCoreKernelD128"/>. Its staging
+/// helpers (<see cref="StageNeighborhood(ProblemParams, FnaTileShape, TileAxis, TileAxis, TileAxis, int, int, int, int, int, ArrayView{ushort}, ArrayView{ushort}, ArrayView{ushort}, int, ArrayView{ushort}, int, int, int)"/>,
+/// <c>StageAdditional</c>) are shared with those kernels and the tensor-core backward.
 /// </remarks>
 internal static class FnaTensorCoreKernel
 {

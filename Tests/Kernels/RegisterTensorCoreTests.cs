@@ -43,10 +43,16 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
                     [48], [33], [1], [1], [false], 2, 1, 0, [16], [16]);
                 yield return Case($"D{d}_{format}_1D_dilation_partial_tiles_KV32", d, bf16, Visits.Masked,
                     [37], [7], [1], [2], [false], 1, 1, 0, [16], [32]);
+                // 21 additional tokens with 16-key sub-tiles: one full sub-tile (no-mask path) and a partial one (5 keys).
                 yield return Case($"D{d}_{format}_1D_causal_additional", d, bf16, Visits.Masked,
-                    [33], [9], [1], [1], [true], 1, 1, 5, [16], [16]);
+                    [33], [9], [1], [1], [true], 1, 1, 21, [16], [16]);
                 yield return Case($"D{d}_{format}_2D_causal_stride_dilation", d, bf16, Visits.Masked,
                     [6, 6], [3, 5], [1, 2], [2, 1], [false, true], 2, 2, 0, [4, 4], [4, 4]);
+
+                // KV sub-tile 2×8 under a 4×4 query tile: on axis 0 the first sub-tile [0, 2) holds no key of row 3's window
+                // [2, 5), so some rows meet a chunk with every key masked before any allowed key (the max −∞ path).
+                yield return Case($"D{d}_{format}_2D_rows_without_keys_in_first_chunk", d, bf16, Visits.Masked,
+                    [8, 6], [3, 3], [1, 1], [1, 2], [false, true], 1, 1, 0, [4, 4], [2, 8]);
             }
         }
     }

@@ -123,47 +123,54 @@ internal static class FnaTensorCoreKernelD128
         var windowBottom = FnaRegisterTile.Window(tile, axis0, axis1, axis2, localTop + 8);
         var scoreScale = p.Scale * FnaRegisterTile.Log2E;
 
-        // The neighborhood: KV sub-tiles from the start of the tile's KV range (dynamic KV tiling).
-        for (var a0 = axis0.RangeStart; a0 < axis0.RangeEnd; a0 += tile.K0)
+        // One loop over every staged sub-tile, so that Chunk (inlined: the bulk of the code) has two call sites, not three:
+        // first the neighborhood's KV sub-tiles from the start of the tile's KV range (dynamic KV tiling), row-major over
+        // the axes, then the additional tokens (every query sees all of them: a window [0, 1) × [0, 1) × [0, count) over
+        // slots (0, 0, slot), which only the last, partial sub-tile needs).
+        var steps1 = (axis1.RangeEnd - axis1.RangeStart + tile.K1 - 1) / tile.K1;
+        var steps2 = (axis2.RangeEnd - axis2.RangeStart + tile.K2 - 1) / tile.K2;
+        var neighborhood = ((axis0.RangeEnd - axis0.RangeStart + tile.K0 - 1) / tile.K0) * steps1 * steps2;
+        var steps = neighborhood + ((p.AdditionalTokens + keys - 1) / keys);
+        for (var step = 0; step < steps; step++)
         {
-            for (var a1 = axis1.RangeStart; a1 < axis1.RangeEnd; a1 += tile.K1)
+            Group.Barrier();
+            bool inside;
+            KeySlots slots;
+            WindowMask top, bottom;
+            if (step < neighborhood)
             {
-                for (var a2 = axis2.RangeStart; a2 < axis2.RangeEnd; a2 += tile.K2)
-                {
-                    Group.Barrier();
-                    FnaTensorCoreKernel.StageNeighborhood(p, tile, axis0, axis1, axis2, a0, a1, a2, batch, kvHead, key, value, kTile, RowStride, vTile, RowStride, tid, threads);
-                    Group.Barrier();
+                var a0 = axis0.RangeStart + (step / steps2 / steps1 * tile.K0);
+                var a1 = axis1.RangeStart + (step / steps2 % steps1 * tile.K1);
+                var a2 = axis2.RangeStart + (step % steps2 * tile.K2);
+                FnaTensorCoreKernel.StageNeighborhood(p, tile, axis0, axis1, axis2, a0, a1, a2, batch, kvHead, key, value, kTile, RowStride, vTile, RowStride, tid, threads);
 
-                    // Uniform over the group: a sub-tile inside every query's window needs no per-element mask.
-                    var inside = axis0.InsideEveryWindow(a0, tile.K0) && axis1.InsideEveryWindow(a1, tile.K1) && axis2.InsideEveryWindow(a2, tile.K2);
-                    var slots = new KeySlots(a0, a1, a2, tile.K1, tile.K2);
-                    for (var chunk = 0; chunk < keys; chunk += KeyChunk)
-                    {
-                        if (inside)
-                        {
-                            Chunk<TFormat, NoMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, default, default, slots, scoreScale, g, t, scratch);
-                        }
-                        else
-                        {
-                            Chunk<TFormat, WindowMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, windowTop, windowBottom, slots, scoreScale, g, t, scratch);
-                        }
-                    }
-                }
+                // Uniform over the group: a sub-tile inside every query's window needs no per-element mask.
+                inside = axis0.InsideEveryWindow(a0, tile.K0) && axis1.InsideEveryWindow(a1, tile.K1) && axis2.InsideEveryWindow(a2, tile.K2);
+                slots = new KeySlots(a0, a1, a2, tile.K1, tile.K2);
+                top = windowTop;
+                bottom = windowBottom;
             }
-        }
+            else
+            {
+                var m = (step - neighborhood) * keys;
+                FnaTensorCoreKernel.StageAdditional(p, keys, m, batch, kvHead, additionalKey, additionalValue, kTile, RowStride, vTile, RowStride, tid, threads);
+                inside = m + keys <= p.AdditionalTokens;
+                slots = new KeySlots(0, 0, 0, 1, keys);
+                top = new WindowMask(0, 1, 0, 1, 0, p.AdditionalTokens - m);
+                bottom = top;
+            }
 
-        // Additional tokens: every query sees all of them; the last sub-tile is cut short by a prefix mask, written as the
-        // window [0, 1) × [0, 1) × [0, count) over slots (0, 0, slot) so that Chunk has two instantiations, not three.
-        var additionalSlots = new KeySlots(0, 0, 0, 1, keys);
-        for (var m = 0; m < p.AdditionalTokens; m += keys)
-        {
             Group.Barrier();
-            FnaTensorCoreKernel.StageAdditional(p, keys, m, batch, kvHead, additionalKey, additionalValue, kTile, RowStride, vTile, RowStride, tid, threads);
-            Group.Barrier();
-            var prefix = new WindowMask(0, 1, 0, 1, 0, p.AdditionalTokens - m);
             for (var chunk = 0; chunk < keys; chunk += KeyChunk)
             {
-                Chunk<TFormat, WindowMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, prefix, prefix, additionalSlots, scoreScale, g, t, scratch);
+                if (inside)
+                {
+                    Chunk<TFormat, NoMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, default, default, slots, scoreScale, g, t, scratch);
+                }
+                else
+                {
+                    Chunk<TFormat, WindowMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, top, bottom, slots, scoreScale, g, t, scratch);
+                }
             }
         }
 
