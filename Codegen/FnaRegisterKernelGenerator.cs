@@ -303,8 +303,8 @@ public sealed class FnaRegisterKernelGenerator
         for (var s = 0; s < KSteps; s++)
         {
             var col = s * 8;
-            Line($"q.{Q(s, 0)} = qWords[word + {col}];");
-            Line($"q.{Q(s, 1)} = qWords[word + (8 * RowWords) + {col}];");
+            Line($"q.{Q(s, 0)} = qWords[word{Plus(col)}];");
+            Line($"q.{Q(s, 1)} = qWords[word + (8 * RowWords){Plus(col)}];");
             Line($"q.{Q(s, 2)} = qWords[word + {col + 4}];");
             Line($"q.{Q(s, 3)} = qWords[word + (8 * RowWords) + {col + 4}];");
         }
@@ -339,13 +339,21 @@ public sealed class FnaRegisterKernelGenerator
 
             for (var n = 2 * h; n < (2 * h) + 2; n++)
             {
-                Line($"var key{n} = ((chunk + {n * 8} + g) * RowWords) + t;");
-                for (var ks = 0; ks < KSteps; ks++)
-                {
-                    Line($"TFormat.Mma(q.{Q(ks, 0)}, q.{Q(ks, 1)}, q.{Q(ks, 2)}, q.{Q(ks, 3)}, kWords[key{n} + {ks * 8}], kWords[key{n} + {(ks * 8) + 4}], {Refs("s", n)}, scratch);");
-                }
+                Line($"var key{n} = ((chunk{Plus(n * 8)} + g) * RowWords) + t;");
+            }
 
-                Line($"FnaRegisterTile.Mask(top, bottom, slots, chunk + {n * 8} + (2 * t), scoreScale, {Refs("s", n)});");
+            // k-step outer, n-tile inner: the two accumulator chains of this block interleave.
+            for (var ks = 0; ks < KSteps; ks++)
+            {
+                for (var n = 2 * h; n < (2 * h) + 2; n++)
+                {
+                    Line($"TFormat.Mma(q.{Q(ks, 0)}, q.{Q(ks, 1)}, q.{Q(ks, 2)}, q.{Q(ks, 3)}, kWords[key{n}{Plus(ks * 8)}], kWords[key{n} + {(ks * 8) + 4}], {Refs("s", n)}, scratch);");
+                }
+            }
+
+            for (var n = 2 * h; n < (2 * h) + 2; n++)
+            {
+                Line($"FnaRegisterTile.Mask(top, bottom, slots, chunk{Plus(n * 8)} + (2 * t), scoreScale, {Refs("s", n)});");
             }
 
             if (h > 0)
@@ -448,12 +456,12 @@ public sealed class FnaRegisterKernelGenerator
             Line($"var a1 = FnaRegisterTile.Pack<TFormat>(s.{C(n0, 2)}, s.{C(n0, 3)});");
             Line($"var a2 = FnaRegisterTile.Pack<TFormat>(s.{C(n1, 0)}, s.{C(n1, 1)});");
             Line($"var a3 = FnaRegisterTile.Pack<TFormat>(s.{C(n1, 2)}, s.{C(n1, 3)});");
-            Line($"var v = ((chunk + {j * 16} + (2 * t)) * RowStride) + g;");
+            Line($"var v = ((chunk{Plus(j * 16)} + (2 * t)) * RowStride) + g;");
             for (var n = 0; n < OutputTiles; n++)
             {
                 Line(
-                    $"TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + {n * 8}, RowStride), "
-                    + $"FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + {n * 8}, RowStride), {Refs("o", n)}, scratch);");
+                    $"TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v{Plus(n * 8)}, RowStride), "
+                    + $"FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride){Plus(n * 8)}, RowStride), {Refs("o", n)}, scratch);");
             }
 
             Close();
@@ -496,7 +504,7 @@ public sealed class FnaRegisterKernelGenerator
             Line($"var at = ({lower}Row * HeadDim) + (2 * t);");
             for (var n = 0; n < OutputTiles; n++)
             {
-                Line($"output[at + {n * 8}] = TFormat.FromFloat(o.{C(n, r0)} * inverse);");
+                Line($"output[at{Plus(n * 8)}] = TFormat.FromFloat(o.{C(n, r0)} * inverse);");
                 Line($"output[at + {(n * 8) + 1}] = TFormat.FromFloat(o.{C(n, r0 + 1)} * inverse);");
             }
 
@@ -517,6 +525,9 @@ public sealed class FnaRegisterKernelGenerator
     private static string Q(int step, int register) => string.Create(CultureInfo.InvariantCulture, $"K{step}A{register}");
 
     private static string C(int tile, int register) => string.Create(CultureInfo.InvariantCulture, $"N{tile}C{register}");
+
+    /// <summary>" + n" for a non-zero constant offset, nothing for 0.</summary>
+    private static string Plus(int offset) => offset == 0 ? string.Empty : string.Create(CultureInfo.InvariantCulture, $" + {offset}");
 
     private static string Refs(string owner, int tile)
         => $"ref {owner}.{C(tile, 0)}, ref {owner}.{C(tile, 1)}, ref {owner}.{C(tile, 2)}, ref {owner}.{C(tile, 3)}";

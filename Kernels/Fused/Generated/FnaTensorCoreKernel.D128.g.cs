@@ -198,8 +198,8 @@ internal static class FnaTensorCoreKernelD128
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void LoadQuery(ArrayView<uint> qWords, int word, ref QueryFragments q)
     {
-        q.K0A0 = qWords[word + 0];
-        q.K0A1 = qWords[word + (8 * RowWords) + 0];
+        q.K0A0 = qWords[word];
+        q.K0A1 = qWords[word + (8 * RowWords)];
         q.K0A2 = qWords[word + 4];
         q.K0A3 = qWords[word + (8 * RowWords) + 4];
         q.K1A0 = qWords[word + 8];
@@ -245,49 +245,49 @@ internal static class FnaTensorCoreKernelD128
         where TMask : struct, IKeyMask
     {
         // Keys chunk + 0 … chunk + 15: n-tiles 0, 1.
-        var key0 = ((chunk + 0 + g) * RowWords) + t;
-        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key0 + 0], kWords[key0 + 4], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key0 + 8], kWords[key0 + 12], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key0 + 16], kWords[key0 + 20], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key0 + 24], kWords[key0 + 28], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key0 + 32], kWords[key0 + 36], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key0 + 40], kWords[key0 + 44], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key0 + 48], kWords[key0 + 52], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key0 + 56], kWords[key0 + 60], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        FnaRegisterTile.Mask(top, bottom, slots, chunk + 0 + (2 * t), scoreScale, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3);
+        var key0 = ((chunk + g) * RowWords) + t;
         var key1 = ((chunk + 8 + g) * RowWords) + t;
-        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key1 + 0], kWords[key1 + 4], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key0], kWords[key0 + 4], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key1], kWords[key1 + 4], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key0 + 8], kWords[key0 + 12], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
         TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key1 + 8], kWords[key1 + 12], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key0 + 16], kWords[key0 + 20], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
         TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key1 + 16], kWords[key1 + 20], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key0 + 24], kWords[key0 + 28], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
         TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key1 + 24], kWords[key1 + 28], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key0 + 32], kWords[key0 + 36], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
         TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key1 + 32], kWords[key1 + 36], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key0 + 40], kWords[key0 + 44], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
         TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key1 + 40], kWords[key1 + 44], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key0 + 48], kWords[key0 + 52], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
         TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key1 + 48], kWords[key1 + 52], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key0 + 56], kWords[key0 + 60], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
         TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key1 + 56], kWords[key1 + 60], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        FnaRegisterTile.Mask(top, bottom, slots, chunk + (2 * t), scoreScale, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3);
         FnaRegisterTile.Mask(top, bottom, slots, chunk + 8 + (2 * t), scoreScale, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3);
 
         // Keys chunk + 16 … chunk + 31: n-tiles 2, 3.
         if (chunk + 16 < keys)
         {
             var key2 = ((chunk + 16 + g) * RowWords) + t;
-            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key2 + 0], kWords[key2 + 4], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key2 + 8], kWords[key2 + 12], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key2 + 16], kWords[key2 + 20], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key2 + 24], kWords[key2 + 28], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key2 + 32], kWords[key2 + 36], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key2 + 40], kWords[key2 + 44], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key2 + 48], kWords[key2 + 52], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key2 + 56], kWords[key2 + 60], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            FnaRegisterTile.Mask(top, bottom, slots, chunk + 16 + (2 * t), scoreScale, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3);
             var key3 = ((chunk + 24 + g) * RowWords) + t;
-            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key3 + 0], kWords[key3 + 4], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key2], kWords[key2 + 4], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
+            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key3], kWords[key3 + 4], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key2 + 8], kWords[key2 + 12], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
             TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key3 + 8], kWords[key3 + 12], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key2 + 16], kWords[key2 + 20], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
             TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key3 + 16], kWords[key3 + 20], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key2 + 24], kWords[key2 + 28], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
             TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key3 + 24], kWords[key3 + 28], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key2 + 32], kWords[key2 + 36], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
             TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key3 + 32], kWords[key3 + 36], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key2 + 40], kWords[key2 + 44], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
             TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key3 + 40], kWords[key3 + 44], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key2 + 48], kWords[key2 + 52], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
             TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key3 + 48], kWords[key3 + 52], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key2 + 56], kWords[key2 + 60], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
             TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key3 + 56], kWords[key3 + 60], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            FnaRegisterTile.Mask(top, bottom, slots, chunk + 16 + (2 * t), scoreScale, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3);
             FnaRegisterTile.Mask(top, bottom, slots, chunk + 24 + (2 * t), scoreScale, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3);
         }
         else
@@ -443,8 +443,8 @@ internal static class FnaTensorCoreKernelD128
             var a1 = FnaRegisterTile.Pack<TFormat>(s.N0C2, s.N0C3);
             var a2 = FnaRegisterTile.Pack<TFormat>(s.N1C0, s.N1C1);
             var a3 = FnaRegisterTile.Pack<TFormat>(s.N1C2, s.N1C3);
-            var v = ((chunk + 0 + (2 * t)) * RowStride) + g;
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 0, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 0, RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
+            var v = ((chunk + (2 * t)) * RowStride) + g;
+            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride), RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 8, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 8, RowStride), ref o.N1C0, ref o.N1C1, ref o.N1C2, ref o.N1C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 16, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 16, RowStride), ref o.N2C0, ref o.N2C1, ref o.N2C2, ref o.N2C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 24, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 24, RowStride), ref o.N3C0, ref o.N3C1, ref o.N3C2, ref o.N3C3, scratch);
@@ -470,7 +470,7 @@ internal static class FnaTensorCoreKernelD128
             var a2 = FnaRegisterTile.Pack<TFormat>(s.N3C0, s.N3C1);
             var a3 = FnaRegisterTile.Pack<TFormat>(s.N3C2, s.N3C3);
             var v = ((chunk + 16 + (2 * t)) * RowStride) + g;
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 0, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 0, RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride), RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 8, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 8, RowStride), ref o.N1C0, ref o.N1C1, ref o.N1C2, ref o.N1C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 16, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 16, RowStride), ref o.N2C0, ref o.N2C1, ref o.N2C2, ref o.N2C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 24, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 24, RowStride), ref o.N3C0, ref o.N3C1, ref o.N3C2, ref o.N3C3, scratch);
@@ -511,7 +511,7 @@ internal static class FnaTensorCoreKernelD128
         {
             var inverse = sumTop == 0f ? 0f : 1f / sumTop;
             var at = (topRow * HeadDim) + (2 * t);
-            output[at + 0] = TFormat.FromFloat(o.N0C0 * inverse);
+            output[at] = TFormat.FromFloat(o.N0C0 * inverse);
             output[at + 1] = TFormat.FromFloat(o.N0C1 * inverse);
             output[at + 8] = TFormat.FromFloat(o.N1C0 * inverse);
             output[at + 9] = TFormat.FromFloat(o.N1C1 * inverse);
@@ -554,7 +554,7 @@ internal static class FnaTensorCoreKernelD128
         {
             var inverse = sumBottom == 0f ? 0f : 1f / sumBottom;
             var at = (bottomRow * HeadDim) + (2 * t);
-            output[at + 0] = TFormat.FromFloat(o.N0C2 * inverse);
+            output[at] = TFormat.FromFloat(o.N0C2 * inverse);
             output[at + 1] = TFormat.FromFloat(o.N0C3 * inverse);
             output[at + 8] = TFormat.FromFloat(o.N1C2 * inverse);
             output[at + 9] = TFormat.FromFloat(o.N1C3 * inverse);

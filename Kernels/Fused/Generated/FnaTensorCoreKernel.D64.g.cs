@@ -190,8 +190,8 @@ internal static class FnaTensorCoreKernelD64
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void LoadQuery(ArrayView<uint> qWords, int word, ref QueryFragments q)
     {
-        q.K0A0 = qWords[word + 0];
-        q.K0A1 = qWords[word + (8 * RowWords) + 0];
+        q.K0A0 = qWords[word];
+        q.K0A1 = qWords[word + (8 * RowWords)];
         q.K0A2 = qWords[word + 4];
         q.K0A3 = qWords[word + (8 * RowWords) + 4];
         q.K1A0 = qWords[word + 8];
@@ -221,33 +221,33 @@ internal static class FnaTensorCoreKernelD64
         where TMask : struct, IKeyMask
     {
         // Keys chunk + 0 … chunk + 15: n-tiles 0, 1.
-        var key0 = ((chunk + 0 + g) * RowWords) + t;
-        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key0 + 0], kWords[key0 + 4], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key0 + 8], kWords[key0 + 12], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key0 + 16], kWords[key0 + 20], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key0 + 24], kWords[key0 + 28], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        FnaRegisterTile.Mask(top, bottom, slots, chunk + 0 + (2 * t), scoreScale, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3);
+        var key0 = ((chunk + g) * RowWords) + t;
         var key1 = ((chunk + 8 + g) * RowWords) + t;
-        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key1 + 0], kWords[key1 + 4], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key0], kWords[key0 + 4], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key1], kWords[key1 + 4], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key0 + 8], kWords[key0 + 12], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
         TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key1 + 8], kWords[key1 + 12], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key0 + 16], kWords[key0 + 20], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
         TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key1 + 16], kWords[key1 + 20], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key0 + 24], kWords[key0 + 28], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
         TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key1 + 24], kWords[key1 + 28], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        FnaRegisterTile.Mask(top, bottom, slots, chunk + (2 * t), scoreScale, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3);
         FnaRegisterTile.Mask(top, bottom, slots, chunk + 8 + (2 * t), scoreScale, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3);
 
         // Keys chunk + 16 … chunk + 31: n-tiles 2, 3.
         if (chunk + 16 < keys)
         {
             var key2 = ((chunk + 16 + g) * RowWords) + t;
-            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key2 + 0], kWords[key2 + 4], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key2 + 8], kWords[key2 + 12], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key2 + 16], kWords[key2 + 20], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key2 + 24], kWords[key2 + 28], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            FnaRegisterTile.Mask(top, bottom, slots, chunk + 16 + (2 * t), scoreScale, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3);
             var key3 = ((chunk + 24 + g) * RowWords) + t;
-            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key3 + 0], kWords[key3 + 4], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key2], kWords[key2 + 4], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
+            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key3], kWords[key3 + 4], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key2 + 8], kWords[key2 + 12], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
             TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key3 + 8], kWords[key3 + 12], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key2 + 16], kWords[key2 + 20], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
             TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key3 + 16], kWords[key3 + 20], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key2 + 24], kWords[key2 + 28], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
             TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key3 + 24], kWords[key3 + 28], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            FnaRegisterTile.Mask(top, bottom, slots, chunk + 16 + (2 * t), scoreScale, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3);
             FnaRegisterTile.Mask(top, bottom, slots, chunk + 24 + (2 * t), scoreScale, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3);
         }
         else
@@ -260,16 +260,16 @@ internal static class FnaTensorCoreKernelD64
         if (chunk + 32 < keys)
         {
             var key4 = ((chunk + 32 + g) * RowWords) + t;
-            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key4 + 0], kWords[key4 + 4], ref s.N4C0, ref s.N4C1, ref s.N4C2, ref s.N4C3, scratch);
-            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key4 + 8], kWords[key4 + 12], ref s.N4C0, ref s.N4C1, ref s.N4C2, ref s.N4C3, scratch);
-            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key4 + 16], kWords[key4 + 20], ref s.N4C0, ref s.N4C1, ref s.N4C2, ref s.N4C3, scratch);
-            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key4 + 24], kWords[key4 + 28], ref s.N4C0, ref s.N4C1, ref s.N4C2, ref s.N4C3, scratch);
-            FnaRegisterTile.Mask(top, bottom, slots, chunk + 32 + (2 * t), scoreScale, ref s.N4C0, ref s.N4C1, ref s.N4C2, ref s.N4C3);
             var key5 = ((chunk + 40 + g) * RowWords) + t;
-            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key5 + 0], kWords[key5 + 4], ref s.N5C0, ref s.N5C1, ref s.N5C2, ref s.N5C3, scratch);
+            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key4], kWords[key4 + 4], ref s.N4C0, ref s.N4C1, ref s.N4C2, ref s.N4C3, scratch);
+            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key5], kWords[key5 + 4], ref s.N5C0, ref s.N5C1, ref s.N5C2, ref s.N5C3, scratch);
+            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key4 + 8], kWords[key4 + 12], ref s.N4C0, ref s.N4C1, ref s.N4C2, ref s.N4C3, scratch);
             TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key5 + 8], kWords[key5 + 12], ref s.N5C0, ref s.N5C1, ref s.N5C2, ref s.N5C3, scratch);
+            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key4 + 16], kWords[key4 + 20], ref s.N4C0, ref s.N4C1, ref s.N4C2, ref s.N4C3, scratch);
             TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key5 + 16], kWords[key5 + 20], ref s.N5C0, ref s.N5C1, ref s.N5C2, ref s.N5C3, scratch);
+            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key4 + 24], kWords[key4 + 28], ref s.N4C0, ref s.N4C1, ref s.N4C2, ref s.N4C3, scratch);
             TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key5 + 24], kWords[key5 + 28], ref s.N5C0, ref s.N5C1, ref s.N5C2, ref s.N5C3, scratch);
+            FnaRegisterTile.Mask(top, bottom, slots, chunk + 32 + (2 * t), scoreScale, ref s.N4C0, ref s.N4C1, ref s.N4C2, ref s.N4C3);
             FnaRegisterTile.Mask(top, bottom, slots, chunk + 40 + (2 * t), scoreScale, ref s.N5C0, ref s.N5C1, ref s.N5C2, ref s.N5C3);
         }
         else
@@ -282,16 +282,16 @@ internal static class FnaTensorCoreKernelD64
         if (chunk + 48 < keys)
         {
             var key6 = ((chunk + 48 + g) * RowWords) + t;
-            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key6 + 0], kWords[key6 + 4], ref s.N6C0, ref s.N6C1, ref s.N6C2, ref s.N6C3, scratch);
-            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key6 + 8], kWords[key6 + 12], ref s.N6C0, ref s.N6C1, ref s.N6C2, ref s.N6C3, scratch);
-            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key6 + 16], kWords[key6 + 20], ref s.N6C0, ref s.N6C1, ref s.N6C2, ref s.N6C3, scratch);
-            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key6 + 24], kWords[key6 + 28], ref s.N6C0, ref s.N6C1, ref s.N6C2, ref s.N6C3, scratch);
-            FnaRegisterTile.Mask(top, bottom, slots, chunk + 48 + (2 * t), scoreScale, ref s.N6C0, ref s.N6C1, ref s.N6C2, ref s.N6C3);
             var key7 = ((chunk + 56 + g) * RowWords) + t;
-            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key7 + 0], kWords[key7 + 4], ref s.N7C0, ref s.N7C1, ref s.N7C2, ref s.N7C3, scratch);
+            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key6], kWords[key6 + 4], ref s.N6C0, ref s.N6C1, ref s.N6C2, ref s.N6C3, scratch);
+            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key7], kWords[key7 + 4], ref s.N7C0, ref s.N7C1, ref s.N7C2, ref s.N7C3, scratch);
+            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key6 + 8], kWords[key6 + 12], ref s.N6C0, ref s.N6C1, ref s.N6C2, ref s.N6C3, scratch);
             TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key7 + 8], kWords[key7 + 12], ref s.N7C0, ref s.N7C1, ref s.N7C2, ref s.N7C3, scratch);
+            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key6 + 16], kWords[key6 + 20], ref s.N6C0, ref s.N6C1, ref s.N6C2, ref s.N6C3, scratch);
             TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key7 + 16], kWords[key7 + 20], ref s.N7C0, ref s.N7C1, ref s.N7C2, ref s.N7C3, scratch);
+            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key6 + 24], kWords[key6 + 28], ref s.N6C0, ref s.N6C1, ref s.N6C2, ref s.N6C3, scratch);
             TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key7 + 24], kWords[key7 + 28], ref s.N7C0, ref s.N7C1, ref s.N7C2, ref s.N7C3, scratch);
+            FnaRegisterTile.Mask(top, bottom, slots, chunk + 48 + (2 * t), scoreScale, ref s.N6C0, ref s.N6C1, ref s.N6C2, ref s.N6C3);
             FnaRegisterTile.Mask(top, bottom, slots, chunk + 56 + (2 * t), scoreScale, ref s.N7C0, ref s.N7C1, ref s.N7C2, ref s.N7C3);
         }
         else
@@ -455,8 +455,8 @@ internal static class FnaTensorCoreKernelD64
             var a1 = FnaRegisterTile.Pack<TFormat>(s.N0C2, s.N0C3);
             var a2 = FnaRegisterTile.Pack<TFormat>(s.N1C0, s.N1C1);
             var a3 = FnaRegisterTile.Pack<TFormat>(s.N1C2, s.N1C3);
-            var v = ((chunk + 0 + (2 * t)) * RowStride) + g;
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 0, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 0, RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
+            var v = ((chunk + (2 * t)) * RowStride) + g;
+            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride), RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 8, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 8, RowStride), ref o.N1C0, ref o.N1C1, ref o.N1C2, ref o.N1C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 16, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 16, RowStride), ref o.N2C0, ref o.N2C1, ref o.N2C2, ref o.N2C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 24, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 24, RowStride), ref o.N3C0, ref o.N3C1, ref o.N3C2, ref o.N3C3, scratch);
@@ -474,7 +474,7 @@ internal static class FnaTensorCoreKernelD64
             var a2 = FnaRegisterTile.Pack<TFormat>(s.N3C0, s.N3C1);
             var a3 = FnaRegisterTile.Pack<TFormat>(s.N3C2, s.N3C3);
             var v = ((chunk + 16 + (2 * t)) * RowStride) + g;
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 0, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 0, RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride), RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 8, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 8, RowStride), ref o.N1C0, ref o.N1C1, ref o.N1C2, ref o.N1C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 16, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 16, RowStride), ref o.N2C0, ref o.N2C1, ref o.N2C2, ref o.N2C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 24, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 24, RowStride), ref o.N3C0, ref o.N3C1, ref o.N3C2, ref o.N3C3, scratch);
@@ -492,7 +492,7 @@ internal static class FnaTensorCoreKernelD64
             var a2 = FnaRegisterTile.Pack<TFormat>(s.N5C0, s.N5C1);
             var a3 = FnaRegisterTile.Pack<TFormat>(s.N5C2, s.N5C3);
             var v = ((chunk + 32 + (2 * t)) * RowStride) + g;
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 0, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 0, RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride), RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 8, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 8, RowStride), ref o.N1C0, ref o.N1C1, ref o.N1C2, ref o.N1C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 16, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 16, RowStride), ref o.N2C0, ref o.N2C1, ref o.N2C2, ref o.N2C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 24, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 24, RowStride), ref o.N3C0, ref o.N3C1, ref o.N3C2, ref o.N3C3, scratch);
@@ -510,7 +510,7 @@ internal static class FnaTensorCoreKernelD64
             var a2 = FnaRegisterTile.Pack<TFormat>(s.N7C0, s.N7C1);
             var a3 = FnaRegisterTile.Pack<TFormat>(s.N7C2, s.N7C3);
             var v = ((chunk + 48 + (2 * t)) * RowStride) + g;
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 0, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 0, RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride), RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 8, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 8, RowStride), ref o.N1C0, ref o.N1C1, ref o.N1C2, ref o.N1C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 16, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 16, RowStride), ref o.N2C0, ref o.N2C1, ref o.N2C2, ref o.N2C3, scratch);
             TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 24, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 24, RowStride), ref o.N3C0, ref o.N3C1, ref o.N3C2, ref o.N3C3, scratch);
@@ -543,7 +543,7 @@ internal static class FnaTensorCoreKernelD64
         {
             var inverse = sumTop == 0f ? 0f : 1f / sumTop;
             var at = (topRow * HeadDim) + (2 * t);
-            output[at + 0] = TFormat.FromFloat(o.N0C0 * inverse);
+            output[at] = TFormat.FromFloat(o.N0C0 * inverse);
             output[at + 1] = TFormat.FromFloat(o.N0C1 * inverse);
             output[at + 8] = TFormat.FromFloat(o.N1C0 * inverse);
             output[at + 9] = TFormat.FromFloat(o.N1C1 * inverse);
@@ -570,7 +570,7 @@ internal static class FnaTensorCoreKernelD64
         {
             var inverse = sumBottom == 0f ? 0f : 1f / sumBottom;
             var at = (bottomRow * HeadDim) + (2 * t);
-            output[at + 0] = TFormat.FromFloat(o.N0C2 * inverse);
+            output[at] = TFormat.FromFloat(o.N0C2 * inverse);
             output[at + 1] = TFormat.FromFloat(o.N0C3 * inverse);
             output[at + 8] = TFormat.FromFloat(o.N1C2 * inverse);
             output[at + 9] = TFormat.FromFloat(o.N1C3 * inverse);
