@@ -2,32 +2,76 @@ using ILGPU;
 using ILGPU.Runtime;
 using Natten.Kernels.Common;
 using Natten.Kernels.Cuda;
+using Natten.Kernels.Fused.Generated;
 using Natten.Kernels.Runtime;
 
 namespace Natten.Kernels.Fused;
 
-/// <summary>The tensor-core forward kernel for one 16-bit format, compiled once per accelerator.</summary>
+/// <summary>
+/// The tensor-core forward kernels for one 16-bit format, compiled once per accelerator on first use: the
+/// general version-1 kernel and the generated register-resident ones for D = Dv = 64 and 128.
+/// </summary>
 internal sealed class FnaTensorCoreKernelSet<TFormat>
     where TFormat : struct, IHalfFormat
 {
-    public FnaTensorCoreKernelSet(Accelerator accelerator)
-        => Forward = accelerator.LoadKernel<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int>(
-            FnaTensorCoreKernel.Forward<TFormat>);
+    private readonly Lazy<ForwardLauncher> _general;
+    private readonly Lazy<ForwardLauncher> _d64;
+    private readonly Lazy<ForwardLauncher> _d128;
 
-    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Forward { get; }
+    public FnaTensorCoreKernelSet(Accelerator accelerator)
+    {
+        _general = new(() => Load(accelerator, FnaTensorCoreKernel.Forward<TFormat>));
+        _d64 = new(() => Load(accelerator, FnaTensorCoreKernelD64.Forward<TFormat>));
+        _d128 = new(() => Load(accelerator, FnaTensorCoreKernelD128.Forward<TFormat>));
+    }
+
+    /// <summary>The version-1 kernel (any supported D, Dv).</summary>
+    public ForwardLauncher Forward => _general.Value;
+
+    /// <summary>The register-resident kernel for <paramref name="headDim"/> (64 or 128).</summary>
+    public ForwardLauncher Registers(int headDim) => headDim == FnaTensorCoreKernelD64.HeadDim ? _d64.Value : _d128.Value;
+
+    private static ForwardLauncher Load(Accelerator accelerator, Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> kernel)
+        => new(accelerator.LoadKernel(kernel));
 }
 
-/// <summary>Host side of the tensor-core forward: tile choice, limits and the launch (no workspace).</summary>
+/// <summary>A loaded forward kernel (all tensor-core forwards share one signature).</summary>
+internal sealed record ForwardLauncher(
+    Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Launch);
+
+/// <summary>
+/// Host side of the tensor-core forward: tile choice, limits, which kernel runs, and the launch (no workspace).
+/// D = Dv = 64 or 128 run the generated register-resident kernels (<see cref="FnaTensorCoreKernelD64"/>,
+/// <see cref="FnaTensorCoreKernelD128"/>: Q, S, P and O fragments in registers); other head dims run the
+/// version-1 <see cref="FnaTensorCoreKernel"/> (S and P staged in shared memory, O in a local array).
+/// </summary>
 internal static class FnaTensorCore
 {
-    /// <summary>Bytes of static shared memory the kernel declares (scores, row statistics, emulation scratch).</summary>
+    /// <summary>Bytes of static shared memory the version-1 kernel declares (scores, row statistics, emulation scratch).</summary>
     public const int StaticSharedBytes =
         (FnaTensorCoreKernel.MaxScores + (3 * 16 * FnaTensorCoreKernel.MaxWarps)) * sizeof(float)
         + (TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps * sizeof(uint));
 
-    /// <summary>Dynamic shared memory in 16-bit words: Q, K, V and P tiles.</summary>
+    /// <summary>Bytes of static shared memory the register-resident kernels declare (the emulation scratch only).</summary>
+    public const int RegisterStaticSharedBytes = TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps * sizeof(uint);
+
+    /// <summary>Whether the problem runs on a generated register-resident kernel: D = Dv ∈ {64, 128}.</summary>
+    public static bool UsesRegisterKernel(ProblemParams p)
+        => p.HeadDim == p.ValueDim && (p.HeadDim == FnaTensorCoreKernelD64.HeadDim || p.HeadDim == FnaTensorCoreKernelD128.HeadDim);
+
+    /// <summary>16-bit words per staged row of the register-resident kernel for this problem (D plus padding).</summary>
+    private static int RegisterRowStride(ProblemParams p)
+        => p.HeadDim == FnaTensorCoreKernelD64.HeadDim ? FnaTensorCoreKernelD64.RowStride : FnaTensorCoreKernelD128.RowStride;
+
+    /// <summary>Dynamic shared memory in 16-bit words: Q, K and V tiles (rows padded), plus P for version 1.</summary>
     public static int DynamicSharedWords(ProblemParams p, FnaTileShape tile)
-        => (tile.QueryTile * p.HeadDim) + (tile.KeyTile * (p.HeadDim + p.ValueDim)) + (tile.QueryTile * tile.KeyTile);
+        => UsesRegisterKernel(p)
+            ? (tile.QueryTile + (2 * tile.KeyTile)) * RegisterRowStride(p)
+            : (tile.QueryTile * p.HeadDim) + (tile.KeyTile * (p.HeadDim + p.ValueDim)) + (tile.QueryTile * tile.KeyTile);
+
+    /// <summary>Shared memory per group in bytes, static and dynamic.</summary>
+    public static int SharedBytes(ProblemParams p, FnaTileShape tile)
+        => (UsesRegisterKernel(p) ? RegisterStaticSharedBytes : StaticSharedBytes) + (DynamicSharedWords(p, tile) * sizeof(ushort));
 
     /// <summary>
     /// Defaults: 64 / 8×8 / 4×4×4 queries (4 warps) with KV sub-tiles of 32 / 4×8 / 2×4×4 keys for D ≤ 128;
@@ -53,7 +97,7 @@ internal static class FnaTensorCore
         }
 
         if (tile.QueryTile % 16 != 0 || tile.QueryTile > 16 * FnaTensorCoreKernel.MaxWarps || tile.KeyTile % 16 != 0
-            || tile.QueryTile * tile.KeyTile > FnaTensorCoreKernel.MaxScores)
+            || (!UsesRegisterKernel(p) && tile.QueryTile * tile.KeyTile > FnaTensorCoreKernel.MaxScores))
         {
             return $"tile shape {tile}: the tensor-core kernel needs a query tile of 16, 32, 48 or 64 and a KV sub-tile that is a multiple of 16";
         }
@@ -63,7 +107,7 @@ internal static class FnaTensorCore
             return $"the tensor-core kernel needs 32-lane warps; {device.Name} has {device.Accelerator.WarpSize}";
         }
 
-        var bytes = StaticSharedBytes + (DynamicSharedWords(p, tile) * sizeof(ushort));
+        var bytes = SharedBytes(p, tile);
         if (bytes > device.Accelerator.MaxSharedMemoryPerGroup)
         {
             return $"tile shape {tile} with D={p.HeadDim}, Dv={p.ValueDim} needs {bytes} bytes of shared memory; {device.Name} allows {device.Accelerator.MaxSharedMemoryPerGroup}";
@@ -86,6 +130,7 @@ internal static class FnaTensorCore
             new Index3D(tiles, p.Heads, p.Batch),
             new Index3D(tile.QueryTile * 2, 1, 1),
             SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile)));
-        kernels.Forward(stream, config, p, tile, query, key, value, additionalKey, additionalValue, output, lse, lse.Length > 0 ? 1 : 0);
+        var kernel = UsesRegisterKernel(p) ? kernels.Registers(p.HeadDim) : kernels.Forward;
+        kernel.Launch(stream, config, p, tile, query, key, value, additionalKey, additionalValue, output, lse, lse.Length > 0 ? 1 : 0);
     }
 }

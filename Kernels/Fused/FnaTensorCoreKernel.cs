@@ -22,7 +22,11 @@ namespace Natten.Kernels.Fused;
 /// tile × KV sub-tile ≤ <see cref="MaxScores"/>. Dynamic shared memory (16-bit words): Q [tile × D],
 /// K [sub-tile × D], V [sub-tile × Dv], P [tile × sub-tile]. Static: the float scores and row statistics.
 /// Version 1: O accumulators and per-lane fragments live in a local array (ILGPU does not unroll), so on a
-/// GPU they may spill; the PTX should be checked for local-memory traffic before tuning.
+/// GPU they may spill (the PTX declares a 512-byte local array). It runs the head dims the generated
+/// register-resident kernels do not cover: <c>FnaTensorCore.Forward</c> sends D = Dv = 64 and 128 to
+/// <see cref="Generated.FnaTensorCoreKernelD64"/> / <see cref="Generated.FnaTensorCoreKernelD128"/>. Its staging
+/// helpers (<see cref="StageNeighborhood(ProblemParams, FnaTileShape, TileAxis, TileAxis, TileAxis, int, int, int, int, int, ArrayView{ushort}, ArrayView{ushort}, ArrayView{ushort}, int, ArrayView{ushort}, int, int, int)"/>,
+/// <c>StageAdditional</c>) are shared with those kernels and the tensor-core backward.
 /// </remarks>
 internal static class FnaTensorCoreKernel
 {
@@ -255,36 +259,57 @@ internal static class FnaTensorCoreKernel
     internal static void StageNeighborhood(
         ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int a0, int a1, int a2,
         int batch, int kvHead, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> kTile, ArrayView<ushort> vTile, int tid, int threads)
+        => StageNeighborhood(p, tile, axis0, axis1, axis2, a0, a1, a2, batch, kvHead, key, value, kTile, p.HeadDim, vTile, p.ValueDim, tid, threads);
+
+    /// <summary>
+    /// Stages the KV sub-tile at group coordinates (a0, a1, a2) into shared memory, key slot s at
+    /// <c>kTile[s · kStride …]</c> and <c>vTile[s · vStride …]</c> (strides ≥ D, Dv: padded rows avoid bank
+    /// conflicts in fragment loads); slots past the end of the dilation group are zero.
+    /// </summary>
+    internal static void StageNeighborhood(
+        ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int a0, int a1, int a2,
+        int batch, int kvHead, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> kTile, int kStride, ArrayView<ushort> vTile, int vStride,
+        int tid, int threads)
     {
         for (var e = tid; e < tile.KeyTile * p.HeadDim; e += threads)
         {
-            var row = TileAxis.KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.HeadDim, batch, kvHead);
-            kTile[e] = row < 0 ? (ushort)0 : key[(row * p.HeadDim) + (e % p.HeadDim)];
+            var slot = e / p.HeadDim;
+            var row = TileAxis.KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, slot, batch, kvHead);
+            kTile[(slot * kStride) + (e % p.HeadDim)] = row < 0 ? (ushort)0 : key[(row * p.HeadDim) + (e % p.HeadDim)];
         }
 
         for (var e = tid; e < tile.KeyTile * p.ValueDim; e += threads)
         {
-            var row = TileAxis.KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, e / p.ValueDim, batch, kvHead);
-            vTile[e] = row < 0 ? (ushort)0 : value[(row * p.ValueDim) + (e % p.ValueDim)];
+            var slot = e / p.ValueDim;
+            var row = TileAxis.KeyRow(p, tile, axis0, axis1, axis2, a0, a1, a2, slot, batch, kvHead);
+            vTile[(slot * vStride) + (e % p.ValueDim)] = row < 0 ? (ushort)0 : value[(row * p.ValueDim) + (e % p.ValueDim)];
         }
     }
 
     internal static void StageAdditional(
         ProblemParams p, int keys, int m, int batch, int kvHead, ArrayView<ushort> key, ArrayView<ushort> value,
         ArrayView<ushort> kTile, ArrayView<ushort> vTile, int tid, int threads)
+        => StageAdditional(p, keys, m, batch, kvHead, key, value, kTile, p.HeadDim, vTile, p.ValueDim, tid, threads);
+
+    /// <summary>Stages additional tokens m … m + keys − 1 (zero past the last one), rows <paramref name="kStride"/> / <paramref name="vStride"/> apart.</summary>
+    internal static void StageAdditional(
+        ProblemParams p, int keys, int m, int batch, int kvHead, ArrayView<ushort> key, ArrayView<ushort> value,
+        ArrayView<ushort> kTile, int kStride, ArrayView<ushort> vTile, int vStride, int tid, int threads)
     {
         for (var e = tid; e < keys * p.HeadDim; e += threads)
         {
-            var token = m + (e / p.HeadDim);
+            var slot = e / p.HeadDim;
+            var token = m + slot;
             var row = ((((long)batch * p.AdditionalTokens) + token) * p.KvHeads) + kvHead;
-            kTile[e] = token < p.AdditionalTokens ? key[(row * p.HeadDim) + (e % p.HeadDim)] : (ushort)0;
+            kTile[(slot * kStride) + (e % p.HeadDim)] = token < p.AdditionalTokens ? key[(row * p.HeadDim) + (e % p.HeadDim)] : (ushort)0;
         }
 
         for (var e = tid; e < keys * p.ValueDim; e += threads)
         {
-            var token = m + (e / p.ValueDim);
+            var slot = e / p.ValueDim;
+            var token = m + slot;
             var row = ((((long)batch * p.AdditionalTokens) + token) * p.KvHeads) + kvHead;
-            vTile[e] = token < p.AdditionalTokens ? value[(row * p.ValueDim) + (e % p.ValueDim)] : (ushort)0;
+            vTile[(slot * vStride) + (e % p.ValueDim)] = token < p.AdditionalTokens ? value[(row * p.ValueDim) + (e % p.ValueDim)] : (ushort)0;
         }
     }
 

@@ -3,6 +3,7 @@ using Natten.Kernels.BlockSparse;
 using Natten.Kernels.Common;
 using Natten.Kernels.Cuda;
 using Natten.Kernels.Fused;
+using Natten.Kernels.Fused.Generated;
 using Natten.Kernels.Naive;
 
 namespace Natten.Kernels.Runtime;
@@ -18,8 +19,11 @@ internal static class KernelCatalog
     /// <param name="Name">Readable name: type.method&lt;type arguments&gt;.</param>
     /// <param name="Method">The closed generic (or plain) kernel method.</param>
     /// <param name="Grouped">Explicitly grouped (<c>LoadKernel</c>) or implicitly grouped (<c>LoadAutoGroupedKernel</c>).</param>
-    /// <param name="TensorCore">Uses mma.sync fragments (the register-residency check applies).</param>
-    public sealed record Entry(string Name, MethodInfo Method, bool Grouped, bool TensorCore)
+    /// <param name="TensorCore">Uses mma.sync fragments (the PTX must contain mma.sync).</param>
+    /// <param name="RegisterResident">
+    /// Keeps every fragment in registers by construction (the generated kernels): the PTX must declare no local array.
+    /// </param>
+    public sealed record Entry(string Name, MethodInfo Method, bool Grouped, bool TensorCore, bool RegisterResident = false)
     {
         public override string ToString() => Name;
     }
@@ -48,12 +52,15 @@ internal static class KernelCatalog
     {
         var entries = new List<Entry>();
         void Add(Type owner, string method, bool grouped, bool tensorCore, params Type[] args)
+            => AddEntry(owner, method, grouped, tensorCore, false, args);
+
+        void AddEntry(Type owner, string method, bool grouped, bool tensorCore, bool registerResident, params Type[] args)
         {
             var open = owner.GetMethod(method, BindingFlags.Public | BindingFlags.Static)
                 ?? throw new MissingMethodException(owner.FullName, method);
             var closed = args.Length == 0 ? open : open.MakeGenericMethod(args);
             var name = args.Length == 0 ? $"{owner.Name}.{method}" : $"{owner.Name}.{method}<{string.Join(", ", args.Select(Readable))}>";
-            entries.Add(new Entry(name, closed, grouped, tensorCore));
+            entries.Add(new Entry(name, closed, grouped, tensorCore, registerResident));
         }
 
         foreach (var (t, s) in Storages)
@@ -82,6 +89,8 @@ internal static class KernelCatalog
         foreach (var format in Formats)
         {
             Add(typeof(FnaTensorCoreKernel), nameof(FnaTensorCoreKernel.Forward), true, true, format);
+            AddEntry(typeof(FnaTensorCoreKernelD64), nameof(FnaTensorCoreKernelD64.Forward), true, true, true, format);
+            AddEntry(typeof(FnaTensorCoreKernelD128), nameof(FnaTensorCoreKernelD128.Forward), true, true, true, format);
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.QueryGrad), true, true, format);
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.KeyValueGrad), true, true, format);
         }

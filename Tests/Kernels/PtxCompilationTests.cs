@@ -21,12 +21,25 @@ public sealed class PtxCompilationTests
         var entry = KernelCatalog.All[index];
         var ptx = entry.Grouped ? PtxInspection.CompileGrouped(entry.Method) : PtxInspection.CompileAutoGrouped(entry.Method);
         var report = PtxInspection.Inspect(ptx);
+        if (Environment.GetEnvironmentVariable("NATTEN_PTX_DUMP") is { Length: > 0 } dump)
+        {
+            // For reading the PTX (or running ptxas on a GPU machine): NATTEN_PTX_DUMP=<folder>.
+            Directory.CreateDirectory(dump);
+            var file = string.Concat(entry.Name.Select(c => char.IsLetterOrDigit(c) ? c : '_')) + ".ptx";
+            File.WriteAllText(Path.Combine(dump, file), ptx);
+        }
 
         Assert.That(ptx, Does.Contain(".entry"), "the module declares a kernel entry");
         Assert.That(ptx, Does.Contain(".target sm_80"));
         if (entry.TensorCore)
         {
             Assert.That(report.MmaInstructions, Is.GreaterThan(0), "the tensor-core kernel emits mma.sync");
+        }
+
+        if (entry.RegisterResident)
+        {
+            // Loop-indexed per-thread arrays would live in local memory; the generated kernels index fragments by constants only.
+            Assert.That(report.LocalArrays, Is.Empty, "a register-resident kernel declares no local array (only 4/8-byte asm operand depots)");
         }
 
         TestContext.Out.WriteLine(

@@ -186,7 +186,7 @@ public sealed class TensorCoreTests(AcceleratorKind kind)
         }
     }
 
-    private static (AttentionShape Shape, NeighborhoodAttentionOptions Options) Describe(NeighborhoodProblem reference, FusedTiles? tiles)
+    internal static (AttentionShape Shape, NeighborhoodAttentionOptions Options) Describe(NeighborhoodProblem reference, FusedTiles? tiles)
     {
         var shape = new AttentionShape(reference.Batch, AxisValues.PerAxis(reference.Spatial), reference.Heads, reference.HeadDim)
         {

@@ -1,0 +1,50 @@
+using System.Text;
+using Natten.Codegen;
+
+namespace Natten.Tests.Kernels;
+
+/// <summary>The checked-in generated kernels are exactly what the generator writes now (they cannot drift from it).</summary>
+public sealed class GeneratedKernelTests
+{
+    public static IEnumerable<TestCaseData> Variants()
+        => FnaRegisterKernelGenerator.Variants.Select(v => new TestCaseData(v.HeadDim, v.KeyChunk).SetName($"{{m}}(D{v.HeadDim})"));
+
+    [TestCaseSource(nameof(Variants))]
+    public void CheckedInFileMatchesTheGenerator(int headDim, int keyChunk)
+    {
+        var path = Path.Combine(RepositoryRoot(), FnaRegisterKernelGenerator.RelativePath(headDim));
+        Assert.That(File.Exists(path), Is.True, $"{path} is missing: run the generator (Codegen)");
+        var expected = FnaRegisterKernelGenerator.Generate(headDim, keyChunk);
+        var actual = File.ReadAllBytes(path);
+        Assert.That(
+            actual, Is.EqualTo(new UTF8Encoding(false).GetBytes(expected)),
+            $"{FnaRegisterKernelGenerator.RelativePath(headDim)} differs from the generator's output: run `dotnet run -c Release --project Codegen -- .`");
+    }
+
+    [Test]
+    public void GeneratedCodeIndexesFragmentsByConstantsOnly()
+    {
+        // The point of generating: no fragment array indexed at run time. Every fragment access names a field.
+        foreach (var (d, chunk) in FnaRegisterKernelGenerator.Variants)
+        {
+            var text = FnaRegisterKernelGenerator.Generate(d, chunk);
+            Assert.That(text, Does.Not.Contain("LocalMemory"), $"D{d}");
+            Assert.That(text, Does.Not.Contain("stackalloc"), $"D{d}");
+            Assert.That(text, Does.Contain($"o.N{(d / 8) - 1}C3"), $"D{d}: the last output register is named");
+            Assert.That(text, Does.Contain($"s.N{(chunk / 8) - 1}C3"), $"D{d}: the last score register is named");
+        }
+    }
+
+    private static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "NATTEN.Net.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new InvalidOperationException("NATTEN.Net.sln not found above the test directory");
+    }
+}

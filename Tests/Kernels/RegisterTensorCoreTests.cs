@@ -1,0 +1,170 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Natten.Backends;
+using Natten.Kernels.Cuda;
+using Natten.Kernels.Fused;
+using Natten.Kernels.Runtime;
+using Natten.Reference;
+using Natten.Tests.Support;
+using Natten.Validation;
+using Half = System.Half;
+
+namespace Natten.Tests.Kernels;
+
+/// <summary>
+/// The generated register-resident tensor-core forwards (D = Dv = 64 and 128, fp16 and bf16) against the double
+/// Reference by FlashAttention's rule. On the CPU accelerator the fragments go through the lane-exact mma emulation
+/// and the warp shuffles, so these run the kernels' own fragment, masking and softmax code. Shapes are tiny: the
+/// emulation costs two group barriers per mma.
+/// </summary>
+[TestFixtureSource(nameof(Accelerators))]
+public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
+{
+    public static IEnumerable<AcceleratorKind> Accelerators => [AcceleratorKind.Cpu, AcceleratorKind.Cuda];
+
+    /// <summary>Which kinds of KV sub-tile a problem must visit (checked with the simulator, so the case tests what its name says).</summary>
+    [Flags]
+    public enum Visits
+    {
+        Masked = 1,
+        Unmasked = 2,
+    }
+
+    public static IEnumerable<TestCaseData> Problems()
+    {
+        foreach (var d in new[] { 64, 128 })
+        {
+            foreach (var bf16 in new[] { false, true })
+            {
+                var format = bf16 ? "bf16" : "fp16";
+
+                // (spatial, kernel, stride, dilation, causal, heads, kvHeads, additional, query tile, KV tile)
+                yield return Case($"D{d}_{format}_1D_inside_and_edge_subtiles_GQA", d, bf16, Visits.Masked | Visits.Unmasked,
+                    [48], [33], [1], [1], [false], 2, 1, 0, [16], [16]);
+                yield return Case($"D{d}_{format}_1D_dilation_partial_tiles_KV32", d, bf16, Visits.Masked,
+                    [37], [7], [1], [2], [false], 1, 1, 0, [16], [32]);
+                // 21 additional tokens with 16-key sub-tiles: one full sub-tile (no-mask path) and a partial one (5 keys).
+                yield return Case($"D{d}_{format}_1D_causal_additional", d, bf16, Visits.Masked,
+                    [33], [9], [1], [1], [true], 1, 1, 21, [16], [16]);
+                yield return Case($"D{d}_{format}_2D_causal_stride_dilation", d, bf16, Visits.Masked,
+                    [6, 6], [3, 5], [1, 2], [2, 1], [false, true], 2, 2, 0, [4, 4], [4, 4]);
+
+                // KV sub-tile 2×8 under a 4×4 query tile: on axis 0 the first sub-tile [0, 2) holds no key of row 3's window
+                // [2, 5), so some rows meet a chunk with every key masked before any allowed key (the max −∞ path).
+                yield return Case($"D{d}_{format}_2D_rows_without_keys_in_first_chunk", d, bf16, Visits.Masked,
+                    [8, 6], [3, 3], [1, 1], [1, 2], [false, true], 1, 1, 0, [4, 4], [2, 8]);
+            }
+        }
+    }
+
+    [SetUp]
+    public void RequireDevice()
+    {
+        if (!AttentionDevice.IsAvailable(kind))
+        {
+            Assert.Ignore($"No {kind} accelerator on this machine.");
+        }
+    }
+
+    [TestCaseSource(nameof(Problems))]
+    public void GeneratedForwardFollowsTheToleranceRule(NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, Visits visits)
+    {
+        var (shape, options) = TensorCoreTests.Describe(reference, tiles);
+        var device = DeviceRuntime.Get(kind);
+        var problem = ProblemValidator.Validate(shape, options, bfloat16 ? ElementType.BFloat16 : ElementType.Float16);
+        var p = NaiveBackend.ToParams(problem);
+        var tile = FusedBackend.TensorCoreTile(device, problem, p);
+        Assert.That(tile, Is.Not.Null, "this problem must take the tensor-core path");
+        Assert.That(FnaTensorCore.UsesRegisterKernel(p), Is.True, "D = Dv = 64 or 128 must take the generated register-resident kernel");
+        var simulator = new FnaSimulator(p, tile!.Value, KvTilingMode.Dynamic);
+        if (visits.HasFlag(Visits.Masked))
+        {
+            Assert.That(simulator.PartiallyMaskedSubTiles, Is.GreaterThan(0), "the case visits masked (window-edge) sub-tiles");
+        }
+
+        if (visits.HasFlag(Visits.Unmasked))
+        {
+            Assert.That(simulator.UnmaskedSubTiles, Is.GreaterThan(0), "the case visits sub-tiles inside every window (no-mask path)");
+        }
+
+        // Inputs representable in the storage format, so the Reference and the plain baseline see the kernel's inputs.
+        var rng = new Random((reference.Tokens * 131) + reference.HeadDim + (bfloat16 ? 1 : 0));
+        var rows = (long)reference.Batch * reference.Tokens;
+        var extra = (long)reference.Batch * reference.AdditionalTokens;
+        ushort Bits(float x) => bfloat16 ? BFloat16Conversions.FromSingle(x) : BitConverter.HalfToUInt16Bits((Half)x);
+        float Value(ushort bits) => bfloat16 ? BFloat16Conversions.ToSingle(bits) : (float)BitConverter.UInt16BitsToHalf(bits);
+        ushort[] Data(long n) => TestData.Floats(rng, n).Select(Bits).ToArray();
+        float[] Values(ushort[] bits) => bits.Select(Value).ToArray();
+        var q = Data(rows * reference.Heads * reference.HeadDim);
+        var k = Data(rows * reference.KvHeads * reference.HeadDim);
+        var v = Data(rows * reference.KvHeads * reference.ValueDim);
+        var ak = Data(extra * reference.KvHeads * reference.HeadDim);
+        var av = Data(extra * reference.KvHeads * reference.ValueDim);
+
+        var accelerator = device.Accelerator;
+        MemoryBuffer1D<ushort, Stride1D.Dense> Upload(ushort[] data) => data.Length > 0 ? accelerator.Allocate1D(data) : accelerator.Allocate1D<ushort>(1);
+        using var tq = Upload(q);
+        using var tk = Upload(k);
+        using var tv = Upload(v);
+        using var tak = Upload(ak);
+        using var tav = Upload(av);
+        using var output = accelerator.Allocate1D<ushort>(rows * reference.Heads * reference.ValueDim);
+        using var lse = accelerator.Allocate1D<float>(rows * reference.Heads);
+        output.MemSetToZero();
+        lse.MemSetToZero();
+        if (bfloat16)
+        {
+            FnaTensorCore.Forward<Bf16Format>(
+                device, accelerator.DefaultStream, p, tile.Value, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View);
+        }
+        else
+        {
+            FnaTensorCore.Forward<Fp16Format>(
+                device, accelerator.DefaultStream, p, tile.Value, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View);
+        }
+
+        accelerator.Synchronize();
+        var actual = output.GetAsArray1D().Select(Value).ToArray();
+        var actualLse = lse.GetAsArray1D();
+
+        var expected = ReferenceAttention.Neighborhood(
+            reference, TestData.ToDouble(Values(q)), TestData.ToDouble(Values(k)), TestData.ToDouble(Values(v)),
+            extra > 0 ? TestData.ToDouble(Values(ak)) : null, extra > 0 ? TestData.ToDouble(Values(av)) : null);
+        var plain = PlainAttention.Forward(reference, Values(q), Values(k), Values(v), Values(ak), Values(av));
+        var plainRounded = plain.Output.Select(x => Value(Bits(x))).ToArray();
+
+        // The plain baseline rounds its output to the storage format like the kernel; the kernel also rounds P before P·V
+        // (FlashAttention-2), which the floor of the format's rule covers.
+        Tolerance.AssertRule(expected.Output, actual, plainRounded, bfloat16 ? Tolerance.BFloat16Floor : Tolerance.Float16Floor, "output");
+        Tolerance.AssertRule(expected.LogSumExp, actualLse, plain.Lse, Tolerance.Float32Floor, "lse");
+    }
+
+    [Test]
+    public void OtherHeadDimsKeepTheVersion1Kernel()
+    {
+        foreach (var d in new[] { 64, 128 })
+        {
+            var p = new Natten.Kernels.Common.ProblemParams(1, 1, 1, d, d, 0, [40], [7], [1], [1], [false], 1.0);
+            Assert.That(FnaTensorCore.UsesRegisterKernel(p), Is.True, $"D = Dv = {d}");
+        }
+
+        foreach (var (d, dv) in new[] { (32, 32), (64, 32), (128, 64), (16, 16), (256, 256) })
+        {
+            var p = new Natten.Kernels.Common.ProblemParams(1, 1, 1, d, dv, 0, [40], [7], [1], [1], [false], 1.0);
+            Assert.That(FnaTensorCore.UsesRegisterKernel(p), Is.False, $"D {d}, Dv {dv}");
+        }
+    }
+
+    private static TestCaseData Case(
+        string name, int d, bool bfloat16, Visits visits, int[] spatial, int[] kernel, int[] stride, int[] dilation, bool[] causal,
+        int heads, int kvHeads, int additional, int[] queryTile, int[] keyTile)
+    {
+        var problem = new NeighborhoodProblem
+        {
+            Batch = 1, Spatial = spatial, Heads = heads, KvHeads = kvHeads, HeadDim = d, ValueDim = d, KernelSize = kernel,
+            Stride = stride, Dilation = dilation, Causal = causal, AdditionalTokens = additional,
+        };
+        var tiles = new FusedTiles(AxisValues.PerAxis(queryTile), AxisValues.PerAxis(keyTile));
+        return new TestCaseData(problem, tiles, bfloat16, visits).SetName($"{{m}}({name})");
+    }
+}
