@@ -61,3 +61,38 @@ for p in "${speed[@]}"; do
     > "$OUT/anchor-$id.jsonl" 2>&1
   echo "speed $id done"
 done
+
+# 4. Block-sparse: each pattern through gen -> natten run (fused, fp16, exporting the pattern's dense
+#    allowed-pair mask) -> Perf/device/blocksparse_anchor.py (float64 check of our o/lse with the
+#    FlashAttention-style pass/fail, then FlexAttention with a block mask built from that mask, SDPA
+#    with the boolean mask and dense SDPA), and natten profile --pattern (fused vs naive, and fused with
+#    every block listed) on the same GPU. Written without a GPU: never run yet.
+# id | token grid | pattern | block size
+blocksparse=(
+  "bs-sliding|4096|sliding:256,0|64"
+  "bs-causal|4096|causal|64"
+  "bs-strided|4096|strided:1,4,2|64"
+  "bs-halo|64x64|halo:8,4|64"
+  "bs-segments|4096|segments:SEG|64"
+  "bs-documents|4096|documents:0,512,1536,2048,3584,4096|64"
+  "bs-padding|4096|padding:3000|64"
+)
+BS_HEADS=8; BS_DIM=64
+for p in "${blocksparse[@]}"; do
+  IFS='|' read -r id shape pattern block <<< "$p"
+  dir="$OUT/$id"; mkdir -p "$dir"
+  if [ "${pattern%%:*}" = segments ]; then
+    # documents of 700, 1300, 96 padding (-1), 1500 and 500 tokens
+    python3 -c "import numpy as np; np.save('$dir/seg.npy', np.array([0]*700+[1]*1300+[-1]*96+[2]*1500+[3]*500, dtype=np.int32))"
+    pattern="segments:$dir/seg.npy"
+  fi
+  natten gen --shape "$shape" --heads "$BS_HEADS" --dim "$BS_DIM" --round fp16 --seed 7 --out "$dir" > /dev/null
+  natten run --query "$dir/q.npy" --key "$dir/k.npy" --value "$dir/v.npy" --output "$dir/o.npy" --lse "$dir/lse.npy" \
+    --pattern "$pattern" --block-size "$block" --backend fused --dtype fp16 --export-mask "$dir/mask.npy" 2> "$dir/run.err"
+  timeout "${STEP_TIMEOUT:-240}" python3 Perf/device/blocksparse_anchor.py --mask "$dir/mask.npy" --dir "$dir" --dtype fp16 --check \
+    > "$dir/anchor.jsonl" 2>&1
+  natten profile --pattern "$pattern" --shape "$shape" --heads "$BS_HEADS" --dim "$BS_DIM" --block-size "$block" --dtype fp16 \
+    --backend fused,naive --warmup 2 --repeat 10 --json > "$OUT/profile-$id.jsonl" 2>&1
+  rm -f "$dir"/*.npy
+  echo "block-sparse $id: $(tail -n 1 "$dir/anchor.jsonl" | cut -c1-400)"
+done

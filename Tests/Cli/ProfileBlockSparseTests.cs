@@ -202,6 +202,18 @@ public sealed class ProfileBlockSparseTests
         Assert.That(result.Stdout, Does.Not.Contain("reference  forward"));
     }
 
+    [Test]
+    public void TheFusedTilingIsPassedAndReported()
+    {
+        var result = CliRunner.Run(
+            "profile", "--pattern", "sliding:3,0", "--shape", "20", "--heads", "1", "--dim", "4", "--block-size", "8",
+            "--warmup", "0", "--repeat", "1", "--backend", "fused", "--tiling", "3/2", "--no-dense", "--json");
+        result.AssertSuccess();
+        var line = Lines(result).Single();
+        Assert.That(line.GetProperty("tiling").GetString(), Is.EqualTo("3/2"));
+        Assert.That(line.GetProperty("ms_median").GetDouble(), Is.GreaterThan(0));
+    }
+
     private static IEnumerable<TestCaseData> Errors()
     {
         TestCaseData Case(string name, string contains, params string[] extra)
@@ -213,6 +225,7 @@ public sealed class ProfileBlockSparseTests
         yield return Case("PaddingCount", "one per batch entry", "--pattern", "padding:3,4,5", "--batch", "2");
         yield return Case("HaloCross", "is self-attention", "--pattern", "halo:2,1", "--key-tokens", "9");
         yield return Case("Unknown", "unknown option '--bogus'", "--pattern", "causal", "--bogus", "1");
+        yield return Case("Tiling", "expected Q/K", "--pattern", "causal", "--tiling", "0/4");
     }
 
     [TestCaseSource(nameof(Errors))]
@@ -262,6 +275,32 @@ public sealed class ProfileBlockSparseTests
         }
 
         Assert.That(mismatches, Is.Zero);
+    }
+
+    /// <summary><c>natten run --pattern … --dtype fp16|bf16</c> on float32 files: the inputs are rounded to the storage type and the result follows the Reference on the rounded inputs.</summary>
+    [TestCase("fp16", 2e-3)]
+    [TestCase("bf16", 2e-2)]
+    public void RunRoundsTheInputsToTheDtype(string dtype, double tolerance)
+    {
+        using var dir = new TempDirectory();
+        var rng = new Random(4);
+        float[] Random(int n) => [.. Enumerable.Range(0, n).Select(_ => (rng.NextSingle() * 2) - 1)];
+        int[] shape = [1, 24, 2, 8];
+        var (q, k, v) = (Random(24 * 2 * 8), Random(24 * 2 * 8), Random(24 * 2 * 8));
+        Npy.Write(dir.File("q.npy"), shape, q);
+        Npy.Write(dir.File("k.npy"), shape, k);
+        Npy.Write(dir.File("v.npy"), shape, v);
+        CliRunner.Run(
+            "run", "--query", dir.File("q.npy"), "--key", dir.File("k.npy"), "--value", dir.File("v.npy"), "--output", dir.File("o.npy"),
+            "--pattern", "sliding:4,0", "--block-size", "8", "--dtype", dtype).AssertSuccess();
+        double[] Round(float[] x) => [.. x.Select(f => dtype == "fp16" ? (double)(float)(Half)f : BFloat16Conversions.ToSingle(BFloat16Conversions.FromSingle(f)))];
+        var expected = Natten.Reference.ReferenceAttention.DenseMasked(
+            new Natten.Reference.MaskedAttentionDims(1, 24, 24, 2, 2, 8, 8, 1 / Math.Sqrt(8)), Round(q), Round(k), Round(v),
+            (b, h, i, j) => j <= i && j >= i - 4);
+        var output = Npy.Read(dir.File("o.npy")).Float32Data!;
+        var error = output.Select((x, i) => Math.Abs(x - expected.Output[i])).Max();
+        Assert.That(error, Is.LessThanOrEqualTo(tolerance));
+        Assert.That(error, Is.GreaterThan(0), "the output is rounded to the storage type");
     }
 
     private static JsonElement[] Lines(CliResult result)

@@ -32,6 +32,8 @@ internal static class BlockSparseProfile
                               sliding, causal and padding)
           --block-size B      Bq or BqxBk (default 64)
           --batch, --heads, --kv-heads, --dim, --value-dim, --dtype fp32|fp16, --scale, --seed
+          --tiling Q/K        fused work split: Q queries (threads) per group, K keys staged per step
+                              (default: the kernels' choice per block size and D)
           --backend NAMES     all (default) or a list of fused, naive, reference
           --backward          also time the backward (naive has none: reported as skipped)
           --no-dense          do not time fused with every block listed (no 'vs dense' column)
@@ -64,7 +66,7 @@ internal static class BlockSparseProfile
         var flops = BlockSparseAttention.ForwardFlops(mask, shape); // validates shape against mask
         var stats = MaskStats.Of(mask, shape);
         var inputs = new Inputs(shape, setup.IsFloat16, setup.Seed);
-        var options = new BlockSparseOptions { Scale = setup.Scale };
+        var options = new BlockSparseOptions { Scale = setup.Scale, Tiling = setup.Tiling };
 
         var results = new List<ProfileCommand.Measurement>();
         using var denseMask = setup.Dense && setup.Backends.Contains(ProfileCommand.FusedBackendName) ? AllBlocks(mask) : null;
@@ -152,6 +154,19 @@ internal static class BlockSparseProfile
         var dim = args.GetInt("--dim", 32, min: 1);
         var valueDim = args.GetInt("--value-dim", dim, min: 1);
         var dtype = args.GetChoice("--dtype", _dtypes, "fp32");
+        BlockSparseTiling? tiling = null;
+        if (args.GetString("--tiling") is { } tilingText)
+        {
+            var parts = tilingText.Split('/');
+            if (parts.Length != 2
+                || !int.TryParse(parts[0], NumberStyles.None, _inv, out var tq) || !int.TryParse(parts[1], NumberStyles.None, _inv, out var tk) || tq < 1 || tk < 1)
+            {
+                throw CliException.Usage($"--tiling '{tilingText}': expected Q/K with two positive integers, e.g. 16/32.");
+            }
+
+            tiling = new BlockSparseTiling(tq, tk);
+        }
+
         var backendArg = args.GetString("--backend");
         var names = BlockSparseAttention.BackendNames;
         var backends = backendArg is null || string.Equals(backendArg, "all", StringComparison.OrdinalIgnoreCase)
@@ -168,6 +183,7 @@ internal static class BlockSparseProfile
             QueryBlock = queryBlock,
             KeyBlock = keyBlock,
             Scale = args.GetDouble("--scale"),
+            Tiling = tiling,
             IsFloat16 = dtype == "fp16",
             Backends = backends,
             Backward = args.GetFlag("--backward"),
@@ -192,6 +208,8 @@ internal static class BlockSparseProfile
         public required int KeyBlock { get; init; }
 
         public required double? Scale { get; init; }
+
+        public required BlockSparseTiling? Tiling { get; init; }
 
         public required bool IsFloat16 { get; init; }
 
@@ -308,7 +326,7 @@ internal static class BlockSparseProfile
             var s = setup.Shape;
             stdout.WriteLine(
                 $"natten profile (block-sparse): pattern {setup.Pattern}, grid {string.Join('x', setup.Grid)}, Nq={s.QueryTokens} Nk={s.KeyTokens}, "
-              + $"blocks {setup.QueryBlock}x{setup.KeyBlock}, B={s.Batch} H={s.Heads}/{s.KvHeads} D={s.HeadDim} Dv={s.ValueDim}, {setup.DType}");
+              + $"blocks {setup.QueryBlock}x{setup.KeyBlock}{(setup.Tiling is { } t ? $", fused tiling {t.Queries}/{t.Keys}" : string.Empty)}, B={s.Batch} H={s.Heads}/{s.KvHeads} D={s.HeadDim} Dv={s.ValueDim}, {setup.DType}");
             stdout.WriteLine(
                 $"mask: {stats.AllowedPairs} of {stats.TotalPairs} pairs allowed ({Pct(stats.PairDensity)}), {stats.ListedBlocks} of {stats.TotalBlocks} blocks "
               + $"listed ({Pct(stats.BlockDensity)}, {stats.PartialBlocks} partial); useful work: forward {Num(forwardFlops / 1e9)} GFLOP"
@@ -390,6 +408,15 @@ internal static class BlockSparseProfile
             json.WriteNumber("mask_batches", mask.Batches);
             json.WriteNumber("mask_heads", mask.Heads);
             ProfileJson.WriteNumberOrNull(json, "scale", setup.Scale);
+            if (setup.Tiling is { } t)
+            {
+                json.WriteString("tiling", $"{t.Queries}/{t.Keys}");
+            }
+            else
+            {
+                json.WriteNull("tiling");
+            }
+
             json.WriteNumber("warmup", setup.Warmup);
             json.WriteNumber("repeat", setup.Repeat);
             json.WriteNumber("seed", setup.Seed);

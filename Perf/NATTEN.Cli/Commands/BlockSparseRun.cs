@@ -22,6 +22,7 @@ internal static class BlockSparseRun
                               strided:LOCAL,STRIDE[,DENSE]  S2-Attention heads (causal; blocks of --block-size)
                               padding:L[,L2..]  key padding: batch entry b sees keys 0 .. L_b - 1 (one L for all, or one per entry)
           --block-size B      query and key block size, e.g. 64 or 64x128 (Bq x Bk); default 64
+          --dtype T           storage: auto (float16 when every input is, else float32), fp32, fp16 or bf16
           --export-mask FILE  also write the pattern's dense allowed-pair mask as bool .npy: [H', Nq, Nk], or
                               [B, H', Nq, Nk] for per-batch patterns (H' = H for per-head patterns, else 1)
         --scale, --lse, --backend (fused, naive, reference; naive is forward only) and --backward with its
@@ -46,6 +47,12 @@ internal static class BlockSparseRun
         var gradKeyPath = backward ? args.RequireString("--grad-key") : null;
         var gradValuePath = backward ? args.RequireString("--grad-value") : null;
         var exportMaskPath = args.GetString("--export-mask");
+        var dtype = args.GetChoice("--dtype", ["auto", "fp32", "fp16", "bf16"], "auto");
+        if (backward && dtype is "fp16" or "bf16")
+        {
+            throw CliException.Usage("--backward runs in float32; use --dtype auto or fp32 with it.");
+        }
+
         var (queryBlock, keyBlock) = ReadBlockSize(args.GetAxisValues("--block-size"));
         var options = new BlockSparseOptions { Scale = args.GetDouble("--scale") };
         if (args.GetString("--backend") is { } backend)
@@ -93,10 +100,17 @@ internal static class BlockSparseRun
         int[] lseShape = query.Shape[..^1];
         var lse = lsePath is null && !backward ? [] : new float[NpyArray.ElementCount(lseShape)];
         float[] output;
-        if (!backward && query.IsFloat16 && key.IsFloat16 && value.IsFloat16)
+        if (dtype == "bf16")
+        {
+            static ushort[] Bits(NpyArray array) => [.. array.ToFloat32().Select(BFloat16Conversions.FromSingle)];
+            var outputBits = new ushort[NpyArray.ElementCount(outputShape)];
+            BlockSparseAttention.ForwardBFloat16(Bits(query), Bits(key), Bits(value), mask, shape, options, outputBits, lse);
+            output = [.. outputBits.Select(BFloat16Conversions.ToSingle)];
+        }
+        else if (dtype == "fp16" || (dtype == "auto" && !backward && query.IsFloat16 && key.IsFloat16 && value.IsFloat16))
         {
             var output16 = new Half[NpyArray.ElementCount(outputShape)];
-            BlockSparseAttention.Forward(query.Float16Data!, key.Float16Data!, value.Float16Data!, mask, shape, options, output16, lse);
+            BlockSparseAttention.Forward(query.ToFloat16(), key.ToFloat16(), value.ToFloat16(), mask, shape, options, output16, lse);
             output = [.. output16.Select(h => (float)h)];
         }
         else
