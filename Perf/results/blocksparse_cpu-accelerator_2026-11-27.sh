@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The block-sparse-vs-naive figure on ILGPU's CPU accelerator: every pattern through
 # `natten profile --pattern`, fused vs naive vs reference, ROUNDS rounds (JSON lines to $OUT).
+# EXTRA adds options to every profile call (e.g. EXTRA="--tiling 16/64" for the fused work split).
 # Usage (repo root): dotnet build Perf/NATTEN.Cli -c Release
 #                    NATTEN="dotnet Perf/NATTEN.Cli/bin/Release/net10.0/natten.dll" bash Perf/results/blocksparse_cpu-accelerator_2026-11-27.sh OUTDIR
 set -euo pipefail
@@ -16,7 +17,7 @@ header += " " * (63 - (10 + len(header)) % 64) + "\n"
 with open(sys.argv[1], "wb") as f:
     f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + struct.pack("<%di" % len(ids), *ids))
 PY
-common=(--heads 2 --dim 32 --block-size 64 --warmup 1 --repeat 5 --no-dense --json)
+common=(--heads 2 --dim 32 --block-size 64 --warmup 1 --repeat 5 --no-dense --json ${EXTRA:-})
 patterns=(
   "sliding|sliding:128,0|1024"
   "causal|causal|1024"
@@ -34,5 +35,5 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 # Dense attention on the fused kernel (every block listed), once: the same sizes as above.
-$NATTEN profile --pattern sliding:128,0 --shape 1024 --heads 2 --dim 32 --block-size 64 --warmup 1 --repeat 3 --backend fused --json > "$OUT/fused-dense.jsonl"
+$NATTEN profile --pattern sliding:128,0 --shape 1024 --heads 2 --dim 32 --block-size 64 --warmup 1 --repeat 3 --backend fused --json ${EXTRA:-} > "$OUT/fused-dense.jsonl"
 echo "dense done $(date -u +%H:%M:%S)"
