@@ -125,17 +125,20 @@ public sealed class NaiveBlockSparseTests
         Assert.That(Natten.Kernels.BlockSparse.NaiveBlockSparseLauncher.BatchesPerChunk(p, 2 * 20 * 20 * 4), Is.EqualTo(1));
         Assert.That(Natten.Kernels.BlockSparse.NaiveBlockSparseLauncher.BatchesPerChunk(p, 1L << 30), Is.EqualTo(3));
 
-        float[] Run(NaiveBlockSparseBackend backend, float[] lse)
+        float[] Run(NaiveBlockSparseBackend backend, MaskedCase inputs, float[] lse)
         {
             Assert.That(backend.CanRun(problem, AttentionPass.Forward, out var why), Is.True, why);
-            var output = new float[data.OutputLength];
-            backend.Forward(problem, new ForwardTensors<float> { Query = data.Query, Key = data.Key, Value = data.Value, Output = output, LogSumExp = lse });
+            var output = new float[inputs.OutputLength];
+            backend.Forward(problem, new ForwardTensors<float> { Query = inputs.Query, Key = inputs.Key, Value = inputs.Value, Output = output, LogSumExp = lse });
             return output;
         }
 
+        // A run on other inputs first: device memory the allocator hands out again holds its results, so a
+        // chunk that was skipped cannot pass for a computed one.
+        Run(new NaiveBlockSparseBackend(), MaskedCase.Create(new Random(99), shape), new float[data.LseLength]);
         var (lseWhole, lseChunked) = (new float[data.LseLength], new float[data.LseLength]);
-        var whole = Run(new NaiveBlockSparseBackend(), lseWhole);
-        var chunked = Run(new NaiveBlockSparseBackend(workspaceCap: 2 * 20 * 20 * 4 * 4), lseChunked);
+        var chunked = Run(new NaiveBlockSparseBackend(workspaceCap: 2 * 20 * 20 * 4), data, lseChunked); // one batch entry's H·Nq·Nk floats
+        var whole = Run(new NaiveBlockSparseBackend(), data, lseWhole);
         Assert.That(chunked, Is.EqualTo(whole));
         Assert.That(lseChunked, Is.EqualTo(lseWhole));
         var expected = ReferenceAttention.DenseMasked(
@@ -154,16 +157,104 @@ public sealed class NaiveBlockSparseTests
         Assert.That(why, Does.Contain("dense score workspace"));
     }
 
-    [Test]
-    public void TheBackwardIsRefusedWithAReason()
+    public static IEnumerable<TestCaseData> BackwardSeeds() => BlockSparseKernelTests.Seeds(8, 150, 6001);
+
+    [TestCaseSource(nameof(BackwardSeeds))]
+    public void BackwardFloat32MatchesTheReference(int seed)
     {
-        var shape = new BlockSparseShape(1, 8, 8, 1, 4);
-        using var mask = BlockMasks.Causal(8, 8, 4, 4);
-        var x = new float[8 * 4];
-        var lse = new float[8];
-        var ex = Assert.Throws<NotSupportedException>(() => BlockSparseAttention.Backward(
-            x, x, x, x, lse, x, mask, shape, new BlockSparseOptions { Backend = Naive }, new float[x.Length], new float[x.Length], new float[x.Length]));
-        Assert.That(ex!.Message, Does.Contain("naive").And.Contain("forward only"));
+        var c = RandomMaskCase.Create(seed);
+        var output = new float[c.Data.OutputLength];
+        var lse = new float[c.Data.LseLength];
+        using var mask = c.Mask();
+        BlockSparseAttention.Forward(c.Data.Query, c.Data.Key, c.Data.Value, mask, c.Shape, c.Options(Naive), output, lse);
+        var outputGrad = TestData.Floats(new Random(seed + 7), c.Data.OutputLength);
+        var (dq, dk, dv) = (new float[c.Data.Query.Length], new float[c.Data.Key.Length], new float[c.Data.Value.Length]);
+        BlockSparseAttention.Backward(c.Data.Query, c.Data.Key, c.Data.Value, output, lse, outputGrad, mask, c.Shape, c.Options(Naive), dq, dk, dv);
+        var expected = ReferenceAttention.DenseMaskedBackward(
+            c.Data.Dims(), TestData.ToDouble(c.Data.Query), TestData.ToDouble(c.Data.Key), TestData.ToDouble(c.Data.Value),
+            TestData.ToDouble(outputGrad), c.Allows);
+        MaskedAssert.Within(expected.Query, dq, Tolerance.Float32Gradient, $"dQ, {c}");
+        MaskedAssert.Within(expected.Key, dk, Tolerance.Float32Gradient, $"dK, {c}");
+        MaskedAssert.Within(expected.Value, dv, Tolerance.Float32Gradient, $"dV, {c}");
+    }
+
+    [Test]
+    public void BackwardWithBiasAndHalfStorageMatchesTheReference()
+    {
+        const int N = 21;
+        const int H = 2;
+        using var mask = BlockMasks.Documents([0, 6, 15, 21], 4, 4, causal: true);
+        var rng = new Random(12);
+        var biasValues = TestData.Floats(rng, H * N * N);
+        using var bias = ScoreBias.Dense(biasValues, N, N, heads: H);
+        var shape = new BlockSparseShape(1, N, N, H, 8) { KvHeads = 1, ValueDim = 8 };
+        var data = MaskedCase.Create(rng, shape);
+        static Half[] ToHalf(float[] x) => [.. x.Select(v => (Half)v)];
+        static float[] FromHalf(Half[] x) => [.. x.Select(v => (float)v)];
+        var (q, k, v) = (ToHalf(data.Query), ToHalf(data.Key), ToHalf(data.Value));
+        var options = new BlockSparseOptions { Backend = Naive, Bias = bias };
+        var output = new Half[data.OutputLength];
+        var lse = new float[data.LseLength];
+        BlockSparseAttention.Forward(q, k, v, mask, shape, options, output, lse);
+        var outputGrad = ToHalf(TestData.Floats(rng, data.OutputLength));
+        var (dq, dk, dv) = (new Half[q.Length], new Half[k.Length], new Half[v.Length]);
+        BlockSparseAttention.Backward(q, k, v, output, lse, outputGrad, mask, shape, options, dq, dk, dv);
+        double Bias(int b, int h, int i, int j) => biasValues[(((h * N) + i) * N) + j];
+        var grads = ReferenceAttention.DenseMaskedBackward(
+            data.Dims(), TestData.ToDouble(FromHalf(q)), TestData.ToDouble(FromHalf(k)), TestData.ToDouble(FromHalf(v)),
+            TestData.ToDouble(FromHalf(outputGrad)), mask.Allows, Bias);
+        MaskedAssert.Within(grads.Query, FromHalf(dq), Tolerance.Float16Gradient, "dQ");
+        MaskedAssert.Within(grads.Key, FromHalf(dk), Tolerance.Float16Gradient, "dK");
+        MaskedAssert.Within(grads.Value, FromHalf(dv), Tolerance.Float16Gradient, "dV");
+    }
+
+    /// <summary>The backward in batch chunks (a cap of one batch entry's P and dS) gives the bits of the unchunked run, twice in a row (deterministic).</summary>
+    [Test]
+    public void BackwardChunksAndRepeatsGiveTheSameBits()
+    {
+        var shape = new BlockSparseShape(3, 16, 16, 2, 4) { KvHeads = 1, ValueDim = 3 };
+        using var mask = BlockMasks.SlidingWindow(16, 16, 3, 2, 4, 4);
+        var data = MaskedCase.Create(new Random(19), shape);
+        var problem = ProblemValidator.ValidateBlockSparse(shape, mask, default, ElementType.Float32);
+        var output = new float[data.OutputLength];
+        var lse = new float[data.LseLength];
+        BlockSparseAttention.Forward(data.Query, data.Key, data.Value, mask, shape, new BlockSparseOptions { Backend = Naive }, output, lse);
+        var outputGrad = TestData.Floats(new Random(20), data.OutputLength);
+
+        float[][] Run(NaiveBlockSparseBackend backend, float[] gradient)
+        {
+            Assert.That(backend.CanRun(problem, AttentionPass.Backward, out var why), Is.True, why);
+            var (dq, dk, dv) = (new float[data.Query.Length], new float[data.Key.Length], new float[data.Value.Length]);
+            backend.Backward(problem, new BackwardTensors<float>
+            {
+                Query = data.Query, Key = data.Key, Value = data.Value, Output = output, LogSumExp = lse, OutputGrad = gradient,
+                QueryGrad = dq, KeyGrad = dk, ValueGrad = dv,
+            });
+            return [dq, dk, dv];
+        }
+
+        // Another upstream gradient first, so reused device memory cannot stand in for a skipped chunk.
+        Run(new NaiveBlockSparseBackend(), TestData.Floats(new Random(98), data.OutputLength));
+        var chunked = Run(new NaiveBlockSparseBackend(workspaceCap: 2 * 2 * 16 * 16 * 4), outputGrad); // P and dS of one batch entry
+        var whole = Run(new NaiveBlockSparseBackend(), outputGrad);
+        var again = Run(new NaiveBlockSparseBackend(), outputGrad);
+        Assert.That(again, Is.EqualTo(whole));
+        Assert.That(chunked, Is.EqualTo(whole));
+        var expected = ReferenceAttention.DenseMaskedBackward(
+            data.Dims(), TestData.ToDouble(data.Query), TestData.ToDouble(data.Key), TestData.ToDouble(data.Value), TestData.ToDouble(outputGrad), mask.Allows);
+        MaskedAssert.Within(expected.Key, chunked[1], Tolerance.Float32Gradient, "chunked dK against the oracle");
+    }
+
+    [Test]
+    public void TheBackwardNeedsTwiceTheWorkspace()
+    {
+        var shape = new BlockSparseShape(1, 32, 32, 2, 4);
+        using var mask = BlockMasks.Causal(32, 32, 8, 8);
+        var problem = ProblemValidator.ValidateBlockSparse(shape, mask, default, ElementType.Float32);
+        var backend = new NaiveBlockSparseBackend(workspaceCap: 3 * 32 * 32 * 4); // 1.5 × one batch entry's H·Nq·Nk floats: P fits, P and dS do not
+        Assert.That(backend.CanRun(problem, AttentionPass.Forward, out var why), Is.True, why);
+        Assert.That(backend.CanRun(problem, AttentionPass.Backward, out why), Is.False);
+        Assert.That(why, Does.Contain("P and dS"));
     }
 
     [Test]

@@ -35,7 +35,7 @@ internal static class BlockSparseProfile
           --tiling Q/K        fused work split: Q queries (threads) per group, K keys staged per step
                               (default: the kernels' choice per block size and D)
           --backend NAMES     all (default) or a list of fused, naive, reference
-          --backward          also time the backward (naive has none: reported as skipped)
+          --backward          also time the backward (2.5x the forward's useful FLOPs)
           --no-dense          do not time fused with every block listed (no 'vs dense' column)
           --warmup N, --repeat N, --json  as above; JSON fields include allowed_pairs, pair_density,
                               block_density, useful_gflop, useful_gflops, speedup_vs_naive, speedup_vs_dense

@@ -25,7 +25,7 @@ internal static class BlockSparseRun
           --dtype T           storage: auto (float16 when every input is, else float32), fp32, fp16 or bf16
           --export-mask FILE  also write the pattern's dense allowed-pair mask as bool .npy: [H', Nq, Nk], or
                               [B, H', Nq, Nk] for per-batch patterns (H' = H for per-head patterns, else 1)
-        --scale, --lse, --backend (fused, naive, reference; naive is forward only) and --backward with its
+        --scale, --lse, --backend (fused, naive, reference) and --backward with its
         --grad-* files work as above.
         """;
 
