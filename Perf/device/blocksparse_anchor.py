@@ -3,16 +3,16 @@
 
 The pattern comes as a dense boolean allowed-pair mask written by NATTEN.Net itself
 (`natten run --pattern P ... --export-mask M.npy`): [H', Nq, Nk] or [B', H', Nq, Nk], bool/uint8,
-H' in {1, H}, B' in {1, B}. Inputs are NATTEN layout .npy files in DIR, as for anchor.py's --check:
+H' in {1, H}, B' in {1, B}. Inputs are NATTEN layout .npy files in a folder, as for anchor.py's --check:
 q [B, X.., H, D], k [B, Y.., Hkv, D], v [B, Y.., Hkv, Dv], our output o [B, X.., H, Dv] and
 optionally lse [B, X.., H] (natural log; -inf for a query with no allowed key, whose o is 0).
 
 Modes (one JSON object per line; the last line is the summary):
-  --check            compare o (and lse) against float64 masked attention on the GPU (torch)
-  (timings)          FlexAttention (torch.compile'd, block mask from a mask_mod that indexes the
+  --check DIR        compare DIR's o (and lse) against float64 masked attention on the GPU (torch)
+  (timings)          on --dir DIR's (default: --check's) q/k/v: FlexAttention (torch.compile'd, block mask from a mask_mod that indexes the
                      mask tensor), dense SDPA with the boolean mask, and dense SDPA without a mask
                      (the dense bound); useful TFLOP/s count allowed pairs only: 2*(D+Dv) per pair
-  --selfcheck-numpy  no torch: the same check with a numpy float64 reference on the CPU
+  --selfcheck-numpy DIR  no torch: the same check with a numpy float64 reference on the CPU
 --check-only skips the timings. Pass/fail is FlashAttention's rule, as in the NATTEN.Net tests:
 err(ours) <= 2 * err(plain) + floor, errors against float64, where "plain" is the straightforward
 masked attention in the inputs' precision (float32 for fp32 inputs, float16 for fp16).
@@ -139,7 +139,7 @@ def gpu(a):
     import torch
     import torch.nn.functional as F
     from torch.nn.attention.flex_attention import flex_attention, create_block_mask
-    q, k, v, o, lse = load_inputs(a.dir)
+    q, k, v, o, lse = load_inputs(a.check or a.dir)
     dt = a.dtype or dtype_of(q)
     qf, kf, vf = flat(q), flat(k), flat(v)
     B, H, Nq, D = qf.shape
@@ -214,17 +214,23 @@ def gpu(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mask", required=True, help="dense allowed-pair mask .npy from natten run --export-mask")
-    ap.add_argument("--dir", required=True, help="folder with q.npy, k.npy, v.npy (and o.npy, lse.npy for the checks)")
-    ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="precision of the timings and of 'plain' (default: q.npy's)")
+    ap.add_argument("--dir", default="", help="folder with q.npy, k.npy, v.npy for the timings (default: the --check folder)")
+    ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="storage precision natten run used: sets 'plain' and the timings (default: q.npy's dtype; natten gen writes float32 files even with --round fp16, so give it)")
     ap.add_argument("--scale", type=float, default=0.0, help="score scale (default 1/sqrt(D))")
-    ap.add_argument("--check", action="store_true", help="compare o/lse against float64 masked attention (torch, GPU)")
+    ap.add_argument("--check", metavar="DIR", default="", help="folder with q, k, v, o (and lse): compare o/lse against float64 masked attention (torch, GPU)")
     ap.add_argument("--check-only", action="store_true", help="with --check: skip the timings")
-    ap.add_argument("--selfcheck-numpy", action="store_true", help="the check with numpy on the CPU, no torch")
+    ap.add_argument("--selfcheck-numpy", metavar="DIR", default="", help="the check of DIR with numpy on the CPU, no torch")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--flex-block", type=int, default=128, help="FlexAttention block size")
     ap.add_argument("--no-dense", action="store_true", help="skip the SDPA timings")
     a = ap.parse_args()
-    return selfcheck_numpy(a) if a.selfcheck_numpy else gpu(a)
+    if a.selfcheck_numpy:
+        a.dir = a.selfcheck_numpy
+        return selfcheck_numpy(a)
+    a.dir = a.dir or a.check
+    if not a.dir:
+        ap.error("give --check DIR, --dir DIR or --selfcheck-numpy DIR")
+    return gpu(a)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ for p in "${blocksparse[@]}"; do
   natten gen --shape "$shape" --heads "$BS_HEADS" --dim "$BS_DIM" --round fp16 --seed 7 --out "$dir" > /dev/null
   natten run --query "$dir/q.npy" --key "$dir/k.npy" --value "$dir/v.npy" --output "$dir/o.npy" --lse "$dir/lse.npy" \
     --pattern "$pattern" --block-size "$block" --backend fused --dtype fp16 --export-mask "$dir/mask.npy" 2> "$dir/run.err"
-  timeout "${STEP_TIMEOUT:-240}" python3 Perf/device/blocksparse_anchor.py --mask "$dir/mask.npy" --dir "$dir" --dtype fp16 --check \
+  timeout "${STEP_TIMEOUT:-240}" python3 Perf/device/blocksparse_anchor.py --mask "$dir/mask.npy" --dtype fp16 --check "$dir" \
     > "$dir/anchor.jsonl" 2>&1
   natten profile --pattern "$pattern" --shape "$shape" --heads "$BS_HEADS" --dim "$BS_DIM" --block-size "$block" --dtype fp16 \
     --backend fused,naive --warmup 2 --repeat 10 --json > "$OUT/profile-$id.jsonl" 2>&1
