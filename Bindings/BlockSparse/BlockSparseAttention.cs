@@ -18,7 +18,7 @@ namespace Natten;
 /// </remarks>
 public static partial class BlockSparseAttention
 {
-    /// <summary>Block-sparse backend names in order of preference: the fused ILGPU kernels, then the double-precision reference.</summary>
+    /// <summary>Block-sparse backend names in order of preference: the fused ILGPU kernels, the unfused ILGPU baseline, then the double-precision reference.</summary>
     public static IReadOnlyList<string> BackendNames => [.. BlockSparseBackends.All.Select(b => b.Name)];
 
     /// <summary>Forward pass: <paramref name="output"/> (and optionally <paramref name="logSumExp"/>) from Q, K, V under <paramref name="mask"/>.</summary>

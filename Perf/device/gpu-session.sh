@@ -1,63 +1,138 @@
 #!/usr/bin/env bash
-# The prepared GPU session: correctness first, then the benchmark problems of docs/BENCHMARKS.md with
-# their FlexAttention/SDPA anchors from the same run. Written for a session that has a lent GPU:
+# The prepared GPU session, in phases that fit the device tool's limits (one command ≤ 600 s, about
+# 15 device minutes per session in all). From the repo root, after packing on the dev machine:
 #
-#   here (the dev machine):  ../shared/device/pack.sh Perf/NATTEN.Cli/NATTEN.Cli.csproj
-#   device tool:             run  command="bash Perf/device/gpu-session.sh"  carry=[".device"]
+#   here:         ../shared/device/pack.sh Perf/NATTEN.Cli/NATTEN.Cli.csproj
+#   device call 1: bash Perf/device/gpu-session.sh selftest ptx check          (carry [".device"])
+#   device call 2: bash Perf/device/gpu-session.sh speed
+#   device call 3: bash Perf/device/gpu-session.sh blocksparse                  (if time is left)
 #
-# Everything lands under $OUT (the device tool brings it back). Each step is bounded by `timeout`, so
-# a hang costs one step, not the session. Nothing here has run yet: it was written in a session
-# without a GPU (see the issue notes); expect to fix small things on first use.
+# No phase names = all of them in that order. Every step is bounded: BUDGET_S (default 540) is the
+# whole command's budget; a step that would start with less than its estimate left is skipped and
+# listed in $OUT/skipped.txt, and each command is killed at min(STEP_TIMEOUT, time left). Results land
+# under $OUT (the device tool brings them back); steps.txt has each step's exit code and clock.
+# Nothing here has run yet: it was written in sessions without a GPU; expect small fixes on first use.
 set -u
 OUT="${OUT:-out}"
 mkdir -p "$OUT"
 R=".device/run.sh"
-natten() { timeout "${STEP_TIMEOUT:-240}" bash "$R" "$@"; }
-anchor() { timeout "${STEP_TIMEOUT:-240}" bash "$R" --anchor "$@"; }
+START=$SECONDS
+BUDGET_S="${BUDGET_S:-540}"
+left() { echo $((BUDGET_S - (SECONDS - START))); }
+cap() { local l; l=$(( $(left) - 5 )); local s="${STEP_TIMEOUT:-240}"; [ "$l" -lt "$s" ] && s=$l; [ "$s" -lt 1 ] && s=1; echo "$s"; }
+natten() { timeout "$(cap)" bash "$R" "$@"; }
+anchor() { timeout "$(cap)" bash "$R" --anchor "$@"; }
+# step NAME ESTIMATE_S FUNCTION [ARGS...]: runs FUNCTION unless less than ESTIMATE_S seconds are left.
+step() {
+  local name=$1 est=$2; shift 2
+  if [ "$(left)" -lt "$est" ]; then echo "skipped (time): $name" | tee -a "$OUT/skipped.txt"; return 0; fi
+  "$@"; local rc=$?
+  echo "$name rc=$rc at $((SECONDS - START)) s" | tee -a "$OUT/steps.txt"
+}
 
-# 1. Correctness on the GPU: every backend and storage type against the double Reference.
-natten selftest --count 12 > "$OUT/selftest.txt" 2>&1; tail -n 1 "$OUT/selftest.txt"
+# --- selftest: every backend and storage type against the double Reference on this GPU ---------------
+selftest() { natten selftest --count 4 > "$OUT/selftest.txt" 2>&1; tail -n 1 "$OUT/selftest.txt"; }
 
-# 2. Independent check against torch (float64): id | spatial | kernel | stride | dilation | causal | heads | kv heads | dim | dtype
-problems=(
+# --- ptx: register / spill / shared-memory table of every kernel (ptxas from CUDA or Triton) ----------
+ptx() { timeout "$(cap)" bash Perf/device/ptx-report.sh "$OUT" sm_90 > "$OUT/ptx-report.txt" 2>&1; tail -n 3 "$OUT/ptx-report.txt"; }
+
+# --- check: our outputs against torch in float64 (FlashAttention-style rule in anchor.py) -------------
+# id | spatial | kernel | stride | dilation | causal | heads | kv heads | dim | dtype   (issue #5 asks ≥ 5, fp16 and bf16)
+checks=(
   "A|128x128|17|1|1|0|16|16|64|fp16"
-  "A32|128x128|17|1|1|0|16|16|64|fp32"
+  "G|16x48x48|7x15x15|1|1|0|16|16|128|bf16"
   "Ccd|4096|255|1|2|1|8|8|128|fp16"
   "Ds|256x256|80|16|1|0|24|24|128|bf16"
-  "E|56x56|7|1|1|0|4|4|32|fp16"
-  "G|16x48x48|7x15x15|1|1|0|16|16|128|bf16"
   "gqa|64x64|9|1|2|0x1|8|2|64|fp16"
+  "E|56x56|7|1|1|0|4|4|32|fp16"
+  "A32|128x128|17|1|1|0|16|16|64|fp32"
 )
-for p in "${problems[@]}"; do
-  IFS='|' read -r id shape kernel stride dil causal heads kv dim dtype <<< "$p"
-  dir="$OUT/check-$id"; mkdir -p "$dir"
-  round=$([ "$dtype" = fp32 ] && echo fp32 || echo "$dtype")
-  natten gen --shape "$shape" --heads "$heads" --kv-heads "$kv" --dim "$dim" --round "$round" --seed 7 --out "$dir" > /dev/null
+check_one() {
+  local id shape kernel stride dil causal heads kv dim dtype
+  IFS='|' read -r id shape kernel stride dil causal heads kv dim dtype <<< "$1"
+  local dir="$OUT/check-$id"; mkdir -p "$dir"
+  natten gen --shape "$shape" --heads "$heads" --kv-heads "$kv" --dim "$dim" --round "$dtype" --seed 7 --out "$dir" > /dev/null
   natten run --query "$dir/q.npy" --key "$dir/k.npy" --value "$dir/v.npy" --output "$dir/o.npy" --lse "$dir/lse.npy" \
     --kernel-size "$kernel" --stride "$stride" --dilation "$dil" --causal "$causal" --backend fused --dtype "$dtype" 2> "$dir/run.err"
   anchor --shape "$shape" --kernel "$kernel" --stride "$stride" --dilation "$dil" --causal "$causal" --heads "$heads" \
     --heads-kv "$kv" --dim "$dim" --dtype "$dtype" --check "$dir" --check-only > "$dir/check.jsonl" 2>&1
   rm -f "$dir"/*.npy
-  echo "check $id: $(tail -n 1 "$dir/check.jsonl")"
-done
+  echo "check $id: $(tail -n 1 "$dir/check.jsonl" | cut -c1-300)"
+}
+check() { for p in "${checks[@]}"; do step "check ${p%%|*}" 45 check_one "$p"; done; }
 
-# 3. Speed, each problem with its anchor measured in the same session.
-speed=(
-  "A|128x128|17|1|16|64|fp16"
-  "A32|128x128|17|1|16|64|fp32"
-  "C|32768|2048|1|16|128|fp16"
-  "Cs|32768|2048|256|16|128|fp16"
-  "D|256x256|80|1|24|128|bf16"
-  "Ds|256x256|80|16|24|128|bf16"
-  "E|56x56|7|1|4|32|fp16"
-  "G|16x48x48|7x15x15|1|16|128|bf16"
+# --- speed: benchmark problems (docs/BENCHMARKS.md), each next to its anchor from the same session -----
+# id | spatial | kernel | stride | heads | dim | dtype | backends | extra profile flags
+speeds=(
+  "A|128x128|17|1|16|64|fp16|fused,naive|"
+  "D|256x256|80|1|24|128|bf16|fused|--no-dense"
+  "C|32768|2048|1|16|128|fp16|fused|--no-dense"
+  "G|16x48x48|7x15x15|1|16|128|bf16|fused|--no-dense"
+  "Ds|256x256|80|16|24|128|bf16|fused|--no-dense"
+  "C1|4096|127|1|16|128|fp16|fused,naive|"
+  "A32|128x128|17|1|16|64|fp32|fused,naive|"
+  "A32t|128x128|17|1|16|64|fp32|fused|--tf32"
+  "Cs|32768|2048|256|16|128|fp16|fused|--no-dense"
+  "E|56x56|7|1|4|32|fp16|fused,naive|"
 )
-for p in "${speed[@]}"; do
-  IFS='|' read -r id shape kernel stride heads dim dtype <<< "$p"
-  batch=$([ "$id" = E ] && echo 64 || echo 1)
-  natten profile --shape "$shape" --kernel-size "$kernel" --stride "$stride" --batch "$batch" --heads "$heads" --dim "$dim" \
-    --dtype "$dtype" --backend fused,naive --warmup 2 --repeat 10 --json > "$OUT/profile-$id.jsonl" 2>&1
-  anchor --shape "$shape" --kernel "$kernel" --stride "$stride" --batch "$batch" --heads "$heads" --dim "$dim" --dtype "$dtype" \
+speed_one() {
+  local id shape kernel stride heads dim dtype backends extra
+  IFS='|' read -r id shape kernel stride heads dim dtype backends extra <<< "$1"
+  local batch=1; [ "$id" = E ] && batch=64
+  # shellcheck disable=SC2086
+  natten profile --shape "$shape" --kernel-size "$kernel" --stride "$stride" --heads "$heads" --dim "$dim" --dtype "$dtype" \
+    --backend "$backends" --warmup 2 --repeat 10 --json $extra --batch "$batch" > "$OUT/profile-$id.jsonl" 2>&1
+  local adtype=$dtype; [ "$id" = A32t ] && return 0
+  anchor --shape "$shape" --kernel "$kernel" --stride "$stride" --batch "$batch" --heads "$heads" --dim "$dim" --dtype "$adtype" \
     > "$OUT/anchor-$id.jsonl" 2>&1
-  echo "speed $id done"
+  echo "speed $id: ours $(grep -o '"ms_median":[0-9.e+-]*' "$OUT/profile-$id.jsonl" | head -n 1); anchor $(tail -n 1 "$OUT/anchor-$id.jsonl" | cut -c1-200)"
+}
+speed() { for p in "${speeds[@]}"; do step "speed ${p%%|*}" 60 speed_one "$p"; done; }
+
+# --- blocksparse: each pattern: gen -> natten run (fused, fp16, exporting the dense allowed-pair mask)
+#     -> blocksparse_anchor.py (float64 check with the FlashAttention-style rule, then FlexAttention with a
+#     block mask from that mask, SDPA with the boolean mask, dense SDPA) and natten profile --pattern.
+# id | token grid | pattern | block size
+blocksparse=(
+  "bs-sliding|4096|sliding:256,0|64"
+  "bs-causal|4096|causal|64"
+  "bs-strided|4096|strided:1,4,2|64"
+  "bs-halo|64x64|halo:8,4|64"
+  "bs-segments|4096|segments:SEG|64"
+  "bs-documents|4096|documents:0,512,1536,2048,3584,4096|64"
+  "bs-padding|4096|padding:3000|64"
+)
+BS_HEADS=8; BS_DIM=64
+blocksparse_one() {
+  local id shape pattern block
+  IFS='|' read -r id shape pattern block <<< "$1"
+  local dir="$OUT/$id"; mkdir -p "$dir"
+  if [ "${pattern%%:*}" = segments ]; then
+    # documents of 700, 1300, 96 padding (-1), 1500 and 500 tokens
+    python3 -c "import numpy as np; np.save('$dir/seg.npy', np.array([0]*700+[1]*1300+[-1]*96+[2]*1500+[3]*500, dtype=np.int32))"
+    pattern="segments:$dir/seg.npy"
+  fi
+  natten gen --shape "$shape" --heads "$BS_HEADS" --dim "$BS_DIM" --round fp16 --seed 7 --out "$dir" > /dev/null
+  natten run --query "$dir/q.npy" --key "$dir/k.npy" --value "$dir/v.npy" --output "$dir/o.npy" --lse "$dir/lse.npy" \
+    --pattern "$pattern" --block-size "$block" --backend fused --dtype fp16 --export-mask "$dir/mask.npy" 2> "$dir/run.err"
+  timeout "$(cap)" python3 Perf/device/blocksparse_anchor.py --mask "$dir/mask.npy" --dir "$dir" --dtype fp16 --check \
+    > "$dir/anchor.jsonl" 2>&1
+  natten profile --pattern "$pattern" --shape "$shape" --heads "$BS_HEADS" --dim "$BS_DIM" --block-size "$block" --dtype fp16 \
+    --backend fused,naive --warmup 2 --repeat 10 --json > "$OUT/profile-$id.jsonl" 2>&1
+  rm -f "$dir"/*.npy
+  echo "block-sparse $id: $(tail -n 1 "$dir/anchor.jsonl" | cut -c1-300)"
+}
+blocksparse() { for p in "${blocksparse[@]}"; do step "blocksparse ${p%%|*}" 60 blocksparse_one "$p"; done; }
+
+phases=("$@"); [ ${#phases[@]} -eq 0 ] && phases=(selftest ptx check speed blocksparse)
+for phase in "${phases[@]}"; do
+  case "$phase" in
+    selftest) step selftest 90 selftest ;;
+    ptx) step ptx 60 ptx ;;
+    check) check ;;
+    speed) speed ;;
+    blocksparse) blocksparse ;;
+    *) echo "unknown phase '$phase' (selftest ptx check speed blocksparse)"; exit 2 ;;
+  esac
 done
+echo "done in $((SECONDS - START)) s; skipped: $( [ -f "$OUT/skipped.txt" ] && wc -l < "$OUT/skipped.txt" || echo 0)"

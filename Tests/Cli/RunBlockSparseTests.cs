@@ -110,7 +110,7 @@ public sealed class RunBlockSparseTests
         yield return Case("MaskDtype", 1, "dtype '<f8' is not supported", Base("--block-mask", "{dir}/f8.npy"));
         yield return Case("ZeroBlockSize", 2, "queryBlockSize is 0", Base("--pattern", "causal", "--block-size", "0"));
         yield return Case("WindowSide", 2, "left is -3", Base("--pattern", "sliding:-3,1"));
-        yield return Case("Backend", 2, "not a block-sparse backend", Base("--pattern", "causal", "--backend", "naive"));
+        yield return Case("Backend", 2, "not a block-sparse backend", Base("--pattern", "causal", "--backend", "cpu"));
     }
 
     [TestCaseSource(nameof(Errors))]

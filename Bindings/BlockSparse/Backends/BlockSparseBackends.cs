@@ -5,8 +5,8 @@ namespace Natten.BlockSparse;
 /// <summary>The block-sparse backends in order of preference, and the one place that picks one for a problem.</summary>
 internal static class BlockSparseBackends
 {
-    /// <summary>The fused ILGPU kernels first; the double-precision reference (the oracle) last.</summary>
-    public static IReadOnlyList<IBlockSparseBackend> All { get; } = [new FusedBlockSparseBackend(), new ReferenceBlockSparseBackend()];
+    /// <summary>The fused ILGPU kernels first, then the unfused ILGPU baseline; the double-precision reference (the oracle) last.</summary>
+    public static IReadOnlyList<IBlockSparseBackend> All { get; } = [new FusedBlockSparseBackend(), new NaiveBlockSparseBackend(), new ReferenceBlockSparseBackend()];
 
     public static IBlockSparseBackend? Find(string name)
         => All.FirstOrDefault(b => string.Equals(b.Name, name, StringComparison.OrdinalIgnoreCase));

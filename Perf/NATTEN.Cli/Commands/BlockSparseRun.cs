@@ -20,8 +20,13 @@ internal static class BlockSparseRun
                               segments:FILE  segment ids [N], [B, N] or Q's grid (int/bool/float32; < 0 = padding)
                               documents:0,5,12  packed documents from cumulative lengths (cu_seqlens)
                               strided:LOCAL,STRIDE[,DENSE]  S2-Attention heads (causal; blocks of --block-size)
+                              padding:L[,L2..]  key padding: batch entry b sees keys 0 .. L_b - 1 (one L for all, or one per entry)
           --block-size B      query and key block size, e.g. 64 or 64x128 (Bq x Bk); default 64
-        --scale, --lse, --backend (fused, reference) and --backward with its --grad-* files work as above.
+          --dtype T           storage: auto (float16 when every input is, else float32), fp32, fp16 or bf16
+          --export-mask FILE  also write the pattern's dense allowed-pair mask as bool .npy: [H', Nq, Nk], or
+                              [B, H', Nq, Nk] for per-batch patterns (H' = H for per-head patterns, else 1)
+        --scale, --lse, --backend (fused, naive, reference) and --backward with its
+        --grad-* files work as above.
         """;
 
     public static int Execute(ArgumentReader args, string? maskPath, string? pattern)
@@ -41,6 +46,13 @@ internal static class BlockSparseRun
         var gradQueryPath = backward ? args.RequireString("--grad-query") : null;
         var gradKeyPath = backward ? args.RequireString("--grad-key") : null;
         var gradValuePath = backward ? args.RequireString("--grad-value") : null;
+        var exportMaskPath = args.GetString("--export-mask");
+        var dtype = args.GetChoice("--dtype", ["auto", "fp32", "fp16", "bf16"], "auto");
+        if (backward && dtype is "fp16" or "bf16")
+        {
+            throw CliException.Usage("--backward runs in float32; use --dtype auto or fp32 with it.");
+        }
+
         var (queryBlock, keyBlock) = ReadBlockSize(args.GetAxisValues("--block-size"));
         var options = new BlockSparseOptions { Scale = args.GetDouble("--scale") };
         if (args.GetString("--backend") is { } backend)
@@ -63,7 +75,7 @@ internal static class BlockSparseRun
         args.ThrowIfUnused("run");
         foreach (var (option, path) in new[]
         {
-            ("--output", outputPath), ("--lse", lsePath), ("--grad-query", gradQueryPath), ("--grad-key", gradKeyPath), ("--grad-value", gradValuePath),
+            ("--output", outputPath), ("--lse", lsePath), ("--export-mask", exportMaskPath), ("--grad-query", gradQueryPath), ("--grad-key", gradKeyPath), ("--grad-value", gradValuePath),
         })
         {
             if (path is not null)
@@ -79,15 +91,26 @@ internal static class BlockSparseRun
         using var mask = maskPath is not null
             ? FromFile(maskPath, shape, queryBlock, keyBlock)
             : FromPattern(pattern!, shape, query.Shape[1..^2], queryBlock, keyBlock);
+        if (exportMaskPath is not null)
+        {
+            ExportMask(exportMaskPath, mask);
+        }
 
         int[] outputShape = [.. query.Shape[..^1], shape.ValueDim];
         int[] lseShape = query.Shape[..^1];
         var lse = lsePath is null && !backward ? [] : new float[NpyArray.ElementCount(lseShape)];
         float[] output;
-        if (!backward && query.IsFloat16 && key.IsFloat16 && value.IsFloat16)
+        if (dtype == "bf16")
+        {
+            static ushort[] Bits(NpyArray array) => [.. array.ToFloat32().Select(BFloat16Conversions.FromSingle)];
+            var outputBits = new ushort[NpyArray.ElementCount(outputShape)];
+            BlockSparseAttention.ForwardBFloat16(Bits(query), Bits(key), Bits(value), mask, shape, options, outputBits, lse);
+            output = [.. outputBits.Select(BFloat16Conversions.ToSingle)];
+        }
+        else if (dtype == "fp16" || (dtype == "auto" && !backward && query.IsFloat16 && key.IsFloat16 && value.IsFloat16))
         {
             var output16 = new Half[NpyArray.ElementCount(outputShape)];
-            BlockSparseAttention.Forward(query.Float16Data!, key.Float16Data!, value.Float16Data!, mask, shape, options, output16, lse);
+            BlockSparseAttention.Forward(query.ToFloat16(), key.ToFloat16(), value.ToFloat16(), mask, shape, options, output16, lse);
             output = [.. output16.Select(h => (float)h)];
         }
         else
@@ -152,7 +175,7 @@ internal static class BlockSparseRun
         return new BlockSparseShape(q[0], Tokens(q), Tokens(k), q[^2], q[^1]) { KvHeads = k[^2], ValueDim = v[^1] };
     }
 
-    private static (int Query, int Key) ReadBlockSize(AxisValues? blockSize)
+    internal static (int Query, int Key) ReadBlockSize(AxisValues? blockSize)
     {
         if (blockSize is not { } b)
         {
@@ -186,7 +209,57 @@ internal static class BlockSparseRun
         return BlockMask.FromDense(dense, shape.QueryTokens, shape.KeyTokens, queryBlock, keyBlock, heads);
     }
 
-    private static BlockMask FromPattern(string pattern, BlockSparseShape shape, int[] grid, int queryBlock, int keyBlock)
+    /// <summary>
+    /// Writes the dense allowed-pair mask of <paramref name="mask"/> as a bool .npy: <c>[H', Nq, Nk]</c>, or
+    /// <c>[B', H', Nq, Nk]</c> when the mask has per-batch lists (B' = mask batches, H' = mask heads).
+    /// Only listed blocks are walked; every pair is decided by <see cref="BlockMask.Allows"/>.
+    /// </summary>
+    internal static void ExportMask(string path, BlockMask mask)
+    {
+        var (nq, nk) = (mask.QueryTokens, mask.KeyTokens);
+        var planes = (long)mask.Batches * mask.Heads;
+        if (planes * nq * nk > Array.MaxLength)
+        {
+            throw CliException.Usage($"--export-mask: {planes}x{nq}x{nk} pairs do not fit one array.");
+        }
+
+        var dense = new bool[planes * nq * nk];
+        for (var b = 0; b < mask.Batches; b++)
+        {
+            for (var h = 0; h < mask.Heads; h++)
+            {
+                var plane = ((long)b * mask.Heads) + h;
+                for (var qb = 0; qb < mask.QueryBlocks; qb++)
+                {
+                    var (q0, q1) = (qb * mask.QueryBlockSize, Math.Min((qb + 1) * mask.QueryBlockSize, nq));
+                    foreach (var block in mask.GetKeyBlocks(b, h, qb))
+                    {
+                        var (k0, k1) = (block.Index * mask.KeyBlockSize, Math.Min((block.Index + 1) * mask.KeyBlockSize, nk));
+                        for (var q = q0; q < q1; q++)
+                        {
+                            for (var k = k0; k < k1; k++)
+                            {
+                                dense[(((plane * nq) + q) * nk) + k] = mask.Allows(b, h, q, k);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        int[] shape = mask.Batches == 1 ? [mask.Heads, nq, nk] : [mask.Batches, mask.Heads, nq, nk];
+        try
+        {
+            Npy.WriteBool(path, shape, dense);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw CliException.Io($"--export-mask '{path}': cannot write: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>The block mask a <c>--pattern</c> names, for Q's token grid <paramref name="grid"/> (used by halo).</summary>
+    internal static BlockMask FromPattern(string pattern, BlockSparseShape shape, int[] grid, int queryBlock, int keyBlock)
     {
         var colon = pattern.IndexOf(':', StringComparison.Ordinal);
         var name = colon < 0 ? pattern : pattern[..colon];
@@ -240,9 +313,17 @@ internal static class BlockSparseRun
 
                 var strided = Numbers(2, 3);
                 return BlockMasks.StridedHeads(shape.QueryTokens, shape.Heads, queryBlock, strided[0], strided[1], strided.Length > 2 ? strided[2] : 0);
+            case "padding":
+                var lengths = Numbers(1, int.MaxValue);
+                if (lengths.Length != 1 && lengths.Length != shape.Batch)
+                {
+                    throw CliException.Usage($"--pattern padding: give one key length or one per batch entry ({shape.Batch}); got {lengths.Length}.");
+                }
+
+                return BlockMasks.KeyPadding(lengths, shape.QueryTokens, shape.KeyTokens, queryBlock, keyBlock);
             default:
                 throw CliException.Usage(
-                    $"--pattern '{pattern}' is not one of sliding:L,R, causal, halo:b,h, segments:FILE, documents:0,N1,.., strided:LOCAL,STRIDE[,DENSE].");
+                    $"--pattern '{pattern}' is not one of sliding:L,R, causal, halo:b,h, segments:FILE, documents:0,N1,.., strided:LOCAL,STRIDE[,DENSE], padding:L[,L2..].");
         }
     }
 

@@ -61,6 +61,8 @@ internal static class ProfileCommand
           --plot FILE.png     also time a sweep of kernel sizes and draw each backend's speedup over
                               dense attention (and the fused simulator bound) against the kernel size
           --plot-kernels L    kernel sizes of the sweep, e.g. 3,5,7 (default: 3,5,7,9,11,13 that fit)
+
+        {BlockSparseProfile.Usage}
         """;
 
     public static int Execute(ArgumentReader args, TextWriter stdout, TextWriter stderr)
@@ -69,6 +71,11 @@ internal static class ProfileCommand
         {
             stdout.WriteLine(UsageText);
             return ExitCodes.Success;
+        }
+
+        if (args.GetString("--pattern") is { } pattern)
+        {
+            return BlockSparseProfile.Execute(args, pattern, stdout);
         }
 
         var setup = ReadSetup(args);

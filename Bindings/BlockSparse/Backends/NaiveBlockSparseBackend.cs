@@ -1,0 +1,183 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using ILGPU.Runtime;
+using Natten.Kernels.BlockSparse;
+using Natten.Kernels.Common;
+using Natten.Kernels.Runtime;
+
+namespace Natten.BlockSparse;
+
+/// <summary>
+/// The unfused block-sparse baseline on the default ILGPU accelerator (Kernels/BlockSparse/NaiveBlockSparseKernels):
+/// dense scores with −∞ for forbidden pairs, a row softmax, dense <c>P V</c>, through an
+/// <c>[batches, H, Nq, Nk]</c> float workspace. Its cost does not depend on the pattern's sparsity; it is
+/// what the fused kernels' speedup is measured against. The backward recomputes P from the saved LSE and
+/// holds P and dS as two such workspaces; it is deterministic (one writer per gradient element, fixed order).
+/// </summary>
+/// <param name="workspaceCap">Most bytes of score workspace per launch sequence (more batch entries run in turn); tests lower it.</param>
+internal sealed class NaiveBlockSparseBackend(long workspaceCap = NaiveBlockSparseLauncher.WorkspaceBudgetBytes) : IDeviceBlockSparseBackend
+{
+    public string Name => "naive";
+
+    public string Description => "unfused block-sparse ILGPU baseline (dense masked scores, softmax, P·V through an [H, Nq, Nk] workspace; dense backward)";
+
+    public bool CanRun(BlockSparseProblem problem, AttentionPass pass, out string reason)
+    {
+        ComputeDevice device;
+        try
+        {
+            device = DeviceRuntime.Default;
+        }
+        catch (InvalidOperationException ex)
+        {
+            reason = ex.Message;
+            return false;
+        }
+
+        return CanRunOn(device, problem, pass, out reason);
+    }
+
+    public bool CanRunOn(ComputeDevice device, BlockSparseProblem problem, AttentionPass pass, out string reason)
+    {
+        if (pass == AttentionPass.Backward && problem.BiasGradient)
+        {
+            reason = "the naive baseline computes no score-bias gradient (the fused and reference backends do)";
+            return false;
+        }
+
+        var p = problem.ToParams();
+        var backward = pass == AttentionPass.Backward;
+        var element = problem.ElementType == ElementType.Float32 ? 4 : 2;
+        var once = problem.QueryLength + problem.KeyLength + problem.ValueLength + problem.OutputLength;
+        var tensors = backward
+            ? (element * ((2 * once) + problem.OutputLength)) + (8 * problem.LseLength)
+            : (element * once) + (4 * problem.LseLength);
+        var budget = NaiveBlockSparseLauncher.Budget(device.Accelerator.MemorySize, workspaceCap);
+        var matrices = backward ? 2 : 1; // the backward holds P and dS
+        var perBatch = matrices * NaiveBlockSparseLauncher.BatchWorkspaceBytes(p);
+        var workspace = matrices * NaiveBlockSparseLauncher.WorkspaceBytes(p, budget / matrices);
+        if (perBatch > budget || tensors + workspace > device.Accelerator.MemorySize)
+        {
+            reason = $"its dense {(backward ? "P and dS workspaces need" : "score workspace needs")} {perBatch / 1e9:0.###} GB per batch entry "
+                + $"({matrices}·H·Nq·Nk floats; at most {budget / 1e9:0.###} GB) besides {tensors / 1e9:0.###} GB of tensors on {device.Name}";
+            return false;
+        }
+
+        reason = string.Empty;
+        return true;
+    }
+
+    public void Forward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceForward<TD> views)
+        where TD : unmanaged
+    {
+        var mask = problem.Mask.OnDevice(device);
+        var bias = problem.Bias?.OnDevice(device) ?? BlockSparseDispatch.NoBias;
+        var p = problem.ToParams();
+        var budget = NaiveBlockSparseLauncher.Budget(device.Accelerator.MemorySize, workspaceCap);
+        IBlockSparsePass pass = views switch
+        {
+            DeviceForward<float> v => new NaiveBlockSparseForwardPass<float, Float32Storage>(
+                device, stream, p, budget, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp),
+            DeviceForward<ILGPU.Half> v => new NaiveBlockSparseForwardPass<ILGPU.Half, Float16Storage>(
+                device, stream, p, budget, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp),
+            DeviceForward<ushort> v => new NaiveBlockSparseForwardPass<ushort, BFloat16Storage>(
+                device, stream, p, budget, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp),
+            _ => throw new NotSupportedException($"Element type {typeof(TD).Name} is not supported."),
+        };
+        BlockSparseDispatch.Run(mask.ElementMask, bias, pass);
+    }
+
+    public void Backward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceBackward<TD> views, ILGPU.ArrayView<float> biasGradient)
+        where TD : unmanaged
+    {
+        if (biasGradient.Length > 0)
+        {
+            throw new NotSupportedException("The naive block-sparse backend computes no score-bias gradient.");
+        }
+
+        var mask = problem.Mask.OnDevice(device);
+        var bias = problem.Bias?.OnDevice(device) ?? BlockSparseDispatch.NoBias;
+        var p = problem.ToParams();
+        var budget = NaiveBlockSparseLauncher.Budget(device.Accelerator.MemorySize, workspaceCap);
+        IBlockSparsePass pass = views switch
+        {
+            DeviceBackward<float> v => new NaiveBlockSparseBackwardPass<float, Float32Storage>(
+                device, stream, p, budget, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp, v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad),
+            DeviceBackward<ILGPU.Half> v => new NaiveBlockSparseBackwardPass<ILGPU.Half, Float16Storage>(
+                device, stream, p, budget, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp, v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad),
+            DeviceBackward<ushort> v => new NaiveBlockSparseBackwardPass<ushort, BFloat16Storage>(
+                device, stream, p, budget, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp, v.OutputGrad, v.QueryGrad, v.KeyGrad, v.ValueGrad),
+            _ => throw new NotSupportedException($"Element type {typeof(TD).Name} is not supported."),
+        };
+        BlockSparseDispatch.Run(mask.ElementMask, bias, pass);
+    }
+
+    public void Forward<T>(BlockSparseProblem problem, in ForwardTensors<T> tensors)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (typeof(T) == typeof(float))
+        {
+            HostForward<float, T>(problem, tensors);
+        }
+        else
+        {
+            HostForward<ILGPU.Half, T>(problem, tensors);
+        }
+    }
+
+    public void Backward<T>(BlockSparseProblem problem, in BackwardTensors<T> tensors)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (typeof(T) == typeof(float))
+        {
+            HostBackward<float, T>(problem, tensors);
+        }
+        else
+        {
+            HostBackward<ILGPU.Half, T>(problem, tensors);
+        }
+    }
+
+    private void HostBackward<TD, T>(BlockSparseProblem problem, in BackwardTensors<T> t)
+        where TD : unmanaged
+        where T : unmanaged
+    {
+        var device = DeviceRuntime.Default;
+        var accelerator = device.Accelerator;
+        using var q = HostTransfer.Upload<TD, T>(device, t.Query);
+        using var k = HostTransfer.Upload<TD, T>(device, t.Key);
+        using var v = HostTransfer.Upload<TD, T>(device, t.Value);
+        using var o = HostTransfer.Upload<TD, T>(device, t.Output);
+        using var lse = HostTransfer.Upload<float, float>(device, t.LogSumExp);
+        using var dO = HostTransfer.Upload<TD, T>(device, t.OutputGrad);
+        using var dq = accelerator.Allocate1D<TD>(problem.QueryLength);
+        using var dk = accelerator.Allocate1D<TD>(problem.KeyLength);
+        using var dv = accelerator.Allocate1D<TD>(problem.ValueLength);
+        var stream = accelerator.DefaultStream;
+        Backward(
+            device, stream, problem,
+            new DeviceBackward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View, dO.View, dq.View, dk.View, dv.View, default, default),
+            ILGPU.ArrayView<float>.Empty);
+        stream.Synchronize();
+        HostTransfer.Download(dq, MemoryMarshal.Cast<T, TD>(t.QueryGrad));
+        HostTransfer.Download(dk, MemoryMarshal.Cast<T, TD>(t.KeyGrad));
+        HostTransfer.Download(dv, MemoryMarshal.Cast<T, TD>(t.ValueGrad));
+    }
+
+    private void HostForward<TD, T>(BlockSparseProblem problem, in ForwardTensors<T> t)
+        where TD : unmanaged
+        where T : unmanaged
+    {
+        var device = DeviceRuntime.Default;
+        using var q = HostTransfer.Upload<TD, T>(device, t.Query);
+        using var k = HostTransfer.Upload<TD, T>(device, t.Key);
+        using var v = HostTransfer.Upload<TD, T>(device, t.Value);
+        using var o = device.Accelerator.Allocate1D<TD>(problem.OutputLength);
+        using var lse = device.Accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
+        var stream = device.Accelerator.DefaultStream;
+        Forward(device, stream, problem, new DeviceForward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View));
+        stream.Synchronize();
+        HostTransfer.Download(o, MemoryMarshal.Cast<T, TD>(t.Output));
+        HostTransfer.Download(lse, t.LogSumExp);
+    }
+}
