@@ -118,6 +118,19 @@ internal static class KernelCatalog
         Add(typeof(BiasGradientKernels), nameof(BiasGradientKernels.ReduceDense), false, false);
         Add(typeof(BiasGradientKernels), nameof(BiasGradientKernels.ReduceTable), false, false);
 
+        // The unfused block-sparse baseline.
+        foreach (var (t, st) in Storages)
+        {
+            Add(typeof(NaiveBlockSparseKernels), nameof(NaiveBlockSparseKernels.Scores), false, false, t, st, typeof(SlidingWindowMask), typeof(DenseBias));
+            Add(typeof(NaiveBlockSparseKernels), nameof(NaiveBlockSparseKernels.WeightedValues), false, false, t, st);
+            Add(typeof(NaiveBlockSparseKernels), nameof(NaiveBlockSparseKernels.RowTerm), false, false, t, st);
+            Add(typeof(NaiveBlockSparseKernels), nameof(NaiveBlockSparseKernels.ProbabilitiesAndScoreGrads), false, false, t, st, typeof(SegmentMask), typeof(RelativePositionBias));
+            Add(typeof(NaiveBlockSparseKernels), nameof(NaiveBlockSparseKernels.QueryGrad), false, false, t, st);
+            Add(typeof(NaiveBlockSparseKernels), nameof(NaiveBlockSparseKernels.KeyValueGrad), false, false, t, st);
+        }
+
+        Add(typeof(NaiveBlockSparseKernels), nameof(NaiveBlockSparseKernels.Softmax), false, false);
+
         // Building block masks on the device.
         foreach (var mask in Masks)
         {
