@@ -48,4 +48,14 @@ public sealed class GenAndSelfTestTests
     [Test]
     public void SelfTestRejectsUnknownTypes()
         => CliRunner.Run("selftest", "--dtype", "fp8").AssertOneLineError(ExitCodes.Usage, "--dtype");
+
+    [Test]
+    public void SelfTestCoversTheTf32Forward()
+    {
+        var result = CliRunner.Run("selftest", "--count", "1", "--seed", "6", "--backend", "fused", "--dtype", "tf32");
+        result.AssertSuccess();
+        var lines = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(lines[^1], Does.Match(@"^2 passed, 0 failed, 0 skipped$"), "output and LSE, forward only");
+        Assert.That(lines.Where(l => l.StartsWith("ok", StringComparison.Ordinal)), Has.All.Contain(" fused tf32 "));
+    }
 }
