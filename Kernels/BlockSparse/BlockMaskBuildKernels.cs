@@ -248,8 +248,8 @@ internal static class BlockMaskBuilder
 {
     /// <summary>
     /// Builds the lists of <paramref name="p"/> under <paramref name="mask"/> (and the optional flags) on
-    /// <paramref name="device"/>. Waits for <paramref name="stream"/> once, to read the two totals (the entry
-    /// arrays' sizes); everything else stays on the device.
+    /// <paramref name="device"/>. Waits for <paramref name="stream"/> twice: to read the two totals (the entry
+    /// arrays' sizes), and before returning, since the temporary buffers are freed on return; the lists stay on the device.
     /// </summary>
     public static DeviceBuiltLists Build<TMask>(ComputeDevice device, AcceleratorStream stream, BlockMaskBuildParams p, TMask mask, ArrayView<byte> flags)
         where TMask : struct, IElementMask

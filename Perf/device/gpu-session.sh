@@ -11,7 +11,9 @@
 # whole command's budget; a step that would start with less than its estimate left is skipped and
 # listed in $OUT/skipped.txt, and each command is killed at min(STEP_TIMEOUT, time left). Results land
 # under $OUT (the device tool brings them back); steps.txt has each step's exit code and clock.
-# Nothing here has run yet: it was written in sessions without a GPU; expect small fixes on first use.
+# Every file written from .device/run.sh output starts with its nvidia-smi line: read the JSON lines of
+# *.jsonl with grep '^{'. Nothing here has run yet: it was written in sessions without a GPU; expect
+# small fixes on first use.
 set -u
 OUT="${OUT:-out}"
 mkdir -p "$OUT"
@@ -31,7 +33,8 @@ step() {
 }
 
 # --- selftest: every backend and storage type against the double Reference on this GPU ---------------
-selftest() { natten selftest --count 4 > "$OUT/selftest.txt" 2>&1; tail -n 1 "$OUT/selftest.txt"; }
+# Seeds 1-6: every third seed is a D = Dv problem (64 or 128), which takes the generated register-resident kernels.
+selftest() { natten selftest --count 6 --seed 1 > "$OUT/selftest.txt" 2>&1; tail -n 1 "$OUT/selftest.txt"; }
 
 # --- ptx: register / spill / shared-memory table of every kernel (ptxas from CUDA or Triton) ----------
 ptx() { timeout "$(cap)" bash Perf/device/ptx-report.sh "$OUT" sm_90 > "$OUT/ptx-report.txt" 2>&1; tail -n 3 "$OUT/ptx-report.txt"; }
@@ -115,7 +118,7 @@ blocksparse_one() {
   natten gen --shape "$shape" --heads "$BS_HEADS" --dim "$BS_DIM" --round fp16 --seed 7 --out "$dir" > /dev/null
   natten run --query "$dir/q.npy" --key "$dir/k.npy" --value "$dir/v.npy" --output "$dir/o.npy" --lse "$dir/lse.npy" \
     --pattern "$pattern" --block-size "$block" --backend fused --dtype fp16 --export-mask "$dir/mask.npy" 2> "$dir/run.err"
-  timeout "$(cap)" python3 Perf/device/blocksparse_anchor.py --mask "$dir/mask.npy" --dir "$dir" --dtype fp16 --check \
+  timeout "$(cap)" python3 Perf/device/blocksparse_anchor.py --mask "$dir/mask.npy" --dtype fp16 --check "$dir" \
     > "$dir/anchor.jsonl" 2>&1
   natten profile --pattern "$pattern" --shape "$shape" --heads "$BS_HEADS" --dim "$BS_DIM" --block-size "$block" --dtype fp16 \
     --backend fused,naive --warmup 2 --repeat 10 --json > "$OUT/profile-$id.jsonl" 2>&1

@@ -15,11 +15,13 @@ def summarise(text):
             continue
         if row is None:
             continue
+        if "Compiling entry function" in line:
+            row["_entry"] = True
         m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
-        if m:
+        if m and row.get("_entry") and not row["stack"]:
             row["stack"], row["spill_stores"], row["spill_loads"] = m.groups()
         m = re.search(r"Used (\d+) registers", line)
-        if m:
+        if m and row.get("_entry") and not row["registers"]:
             row["registers"] = m.group(1)
             s = re.search(r"(\d+) bytes smem", line)
             row["smem"] = s.group(1) if s else "0"

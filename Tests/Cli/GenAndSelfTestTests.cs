@@ -57,5 +57,22 @@ public sealed class GenAndSelfTestTests
         var lines = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.That(lines[^1], Does.Match(@"^2 passed, 0 failed, 0 skipped$"), "output and LSE, forward only");
         Assert.That(lines.Where(l => l.StartsWith("ok", StringComparison.Ordinal)), Has.All.Contain(" fused tf32 "));
+
+        // TF32 products must show: an output error above what float32 math gives (the fp32 tolerance is 2e-5).
+        var output = lines.Single(l => l.Contains(" tf32 output:", StringComparison.Ordinal));
+        var error = double.Parse(
+            System.Text.RegularExpressions.Regex.Match(output, @"max error (\S+) ").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.That(error, Is.GreaterThan(2e-5), output);
+    }
+
+    [Test]
+    public void SelfTestSeedsOfTheGpuSessionReachTheGeneratedKernelHeadDims()
+    {
+        // Perf/device/gpu-session.sh runs seeds 1-6: they must include D = Dv = 64 and D = Dv = 128.
+        var result = CliRunner.Run("selftest", "--count", "6", "--seed", "1", "--backend", "reference", "--dtype", "fp32", "--no-backward");
+        result.AssertSuccess();
+        var problems = result.Stdout.Split('\n').Where(l => l.StartsWith("ok", StringComparison.Ordinal) && l.Contains(" output:", StringComparison.Ordinal)).ToArray();
+        Assert.That(problems, Has.Some.Contain("D=64 Dv=64"));
+        Assert.That(problems, Has.Some.Contain("D=128 Dv=128"));
     }
 }

@@ -53,6 +53,10 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
                 // [2, 5), so some rows meet a chunk with every key masked before any allowed key (the max −∞ path).
                 yield return Case($"D{d}_{format}_2D_rows_without_keys_in_first_chunk", d, bf16, Visits.Masked,
                     [8, 6], [3, 3], [1, 1], [1, 2], [false, true], 1, 1, 0, [4, 4], [2, 8]);
+
+                // Two warps and a KV sub-tile of two chunks (128 keys for D 64, 64 keys for D 128): the chunk loop runs twice.
+                yield return Case($"D{d}_{format}_1D_two_warps_two_chunks", d, bf16, Visits.Masked,
+                    [80], [d == 64 ? 65 : 33], [1], [1], [false], 1, 1, 0, [32], [d == 64 ? 128 : 64]);
             }
         }
     }

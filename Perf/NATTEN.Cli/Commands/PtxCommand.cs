@@ -15,7 +15,8 @@ internal static class PtxCommand
         """
         Usage: natten ptx [options]
 
-        Compiles every kernel variant the backends load through ILGPU's PTX backend (target sm_80; no GPU
+        Compiles every kernel entry point the backends load, with representative type arguments (each
+        storage type, mask and bias struct), through ILGPU's PTX backend (target sm_80; no GPU
         or driver needed) and prints one line per kernel: PTX instructions, mma.sync instructions, static
         shared memory and local-memory arrays (run-time-indexed per-thread arrays; the 4/8-byte copies
         ILGPU makes around inline-asm operands are not counted, ptxas removes them).
