@@ -111,6 +111,20 @@ internal static class KernelCatalog
             Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.KeyValueGrad), true, false, ft, fs, typeof(SlidingWindowMask), bias);
         }
 
+        // The tensor-core block-sparse forward: each format with every mask (no bias) and every bias (full blocks only).
+        foreach (var format in Formats)
+        {
+            foreach (var mask in Masks)
+            {
+                Add(typeof(BlockSparseTensorCoreKernel), nameof(BlockSparseTensorCoreKernel.Forward), true, true, format, mask, typeof(NoBias));
+            }
+
+            foreach (var bias in Biases.Skip(1))
+            {
+                Add(typeof(BlockSparseTensorCoreKernel), nameof(BlockSparseTensorCoreKernel.Forward), true, true, format, typeof(AllowAll), bias);
+            }
+        }
+
         // The score-bias gradient: the dQ kernel with each gradient sink, and the fixed-order reductions.
         Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.QueryGrad), true, false, ft, fs, typeof(AllowAll), typeof(DenseBias), typeof(DirectBiasGradient));
         Add(typeof(BlockSparseBackwardKernels), nameof(BlockSparseBackwardKernels.QueryGrad), true, false, ht, hs, typeof(AllowAll), typeof(DenseBias), typeof(PairBiasGradient));

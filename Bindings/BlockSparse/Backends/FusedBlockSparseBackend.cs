@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using ILGPU.Runtime;
 using Natten.Kernels.BlockSparse;
 using Natten.Kernels.Common;
+using Natten.Kernels.Cuda;
 using Natten.Kernels.Runtime;
 
 namespace Natten.BlockSparse;
@@ -18,7 +19,7 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
 {
     public string Name => "fused";
 
-    public string Description => "fused block-sparse ILGPU kernels (forward and deterministic backward, float32 math, online softmax)";
+    public string Description => "fused block-sparse ILGPU kernels (forward and deterministic backward, float32 math, online softmax; fp16/bf16 forward on tensor cores when D % 16 == 0 and Dv % 8 == 0)";
 
     public bool CanRun(BlockSparseProblem problem, AttentionPass pass, out string reason)
     {
@@ -73,8 +74,12 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
         {
             DeviceForward<float> v => new BlockSparseForwardPass<float, Float32Storage>(
                 device, stream, p, tiles, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp),
+            DeviceForward<ILGPU.Half> v when TensorCoreTile(device, problem) is { } tile => new BlockSparseTensorCorePass<Fp16Format>(
+                device, stream, p, tile, mask.Forward, v.Query.Cast<ushort>(), v.Key.Cast<ushort>(), v.Value.Cast<ushort>(), v.Output.Cast<ushort>(), v.LogSumExp),
             DeviceForward<ILGPU.Half> v => new BlockSparseForwardPass<ILGPU.Half, Float16Storage>(
                 device, stream, p, tiles, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp),
+            DeviceForward<ushort> v when TensorCoreTile(device, problem) is { } tile => new BlockSparseTensorCorePass<Bf16Format>(
+                device, stream, p, tile, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp),
             DeviceForward<ushort> v => new BlockSparseForwardPass<ushort, BFloat16Storage>(
                 device, stream, p, tiles, mask.Forward, v.Query, v.Key, v.Value, v.Output, v.LogSumExp),
             _ => throw new NotSupportedException($"Element type {typeof(TD).Name} is not supported."),
@@ -183,6 +188,24 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
         {
             HostTransfer.Download(dBias, t.BiasGradient);
         }
+    }
+
+    /// <summary>
+    /// The tile of the tensor-core forward (<see cref="BlockSparseTensorCore"/>) for a 16-bit problem on
+    /// <paramref name="device"/>, or null when that kernel cannot run it (float32 storage, D % 16 ≠ 0,
+    /// Dv % 8 ≠ 0, a requested <see cref="BlockSparseOptions.Tiling"/> that is not a multiple of 16 once
+    /// cut to the block sizes, shared memory, warp width): the forward then runs the float32-math kernel.
+    /// </summary>
+    internal static BlockSparseTensorCoreTile? TensorCoreTile(ComputeDevice device, BlockSparseProblem problem)
+    {
+        if (problem.ElementType is not (ElementType.Float16 or ElementType.BFloat16))
+        {
+            return null;
+        }
+
+        var p = problem.ToParams();
+        var tile = BlockSparseTensorCore.Tile(p, problem.Tiling?.Queries, problem.Tiling?.Keys);
+        return BlockSparseTensorCore.Check(device, p, tile) is null ? tile : null;
     }
 
     /// <summary>The bias gradient request of a problem as the launcher sees it (none unless asked for).</summary>

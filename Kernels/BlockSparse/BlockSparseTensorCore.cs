@@ -1,0 +1,121 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Natten.Kernels.Cuda;
+using Natten.Kernels.Runtime;
+
+namespace Natten.Kernels.BlockSparse;
+
+/// <summary>The tensor-core block-sparse forward for one 16-bit format, mask and bias, compiled once per accelerator.</summary>
+internal sealed class BlockSparseTensorCoreKernelSet<TFormat, TMask, TBias>
+    where TFormat : struct, IHalfFormat
+    where TMask : struct, IElementMask
+    where TBias : struct, IScoreBias
+{
+    public BlockSparseTensorCoreKernelSet(Accelerator accelerator)
+        => Forward = accelerator.LoadKernel<BlockSparseParams, BlockSparseTensorCoreTile, BlockList, TMask, TBias, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int>(
+            BlockSparseTensorCoreKernel.Forward<TFormat, TMask, TBias>);
+
+    public Action<AcceleratorStream, KernelConfig, BlockSparseParams, BlockSparseTensorCoreTile, BlockList, TMask, TBias, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Forward { get; }
+}
+
+/// <summary>
+/// Host side of the tensor-core block-sparse forward (<see cref="BlockSparseTensorCoreKernel"/>): tile
+/// choice, limits and the launch. The backward has no tensor-core path (it runs the float32-math kernels).
+/// </summary>
+internal static class BlockSparseTensorCore
+{
+    /// <summary>Bytes of static shared memory the kernel declares (scores, row statistics, emulation scratch).</summary>
+    public const int StaticSharedBytes =
+        (BlockSparseTensorCoreKernel.MaxScores + (3 * 16 * BlockSparseTensorCoreKernel.MaxWarps)) * sizeof(float)
+        + (TensorCore.ScratchWordsPerWarp * BlockSparseTensorCoreKernel.MaxWarps * sizeof(uint));
+
+    /// <summary>Dynamic shared memory in 16-bit words: Q, K, V and P tiles.</summary>
+    public static int DynamicSharedWords(BlockSparseParams p, BlockSparseTensorCoreTile tile)
+        => (tile.Queries * p.HeadDim) + (tile.Keys * (p.HeadDim + p.ValueDim)) + (tile.Queries * tile.Keys);
+
+    /// <summary>Shared memory per group in bytes, static and dynamic.</summary>
+    public static int SharedBytes(BlockSparseParams p, BlockSparseTensorCoreTile tile)
+        => StaticSharedBytes + (DynamicSharedWords(p, tile) * sizeof(ushort));
+
+    /// <summary>
+    /// The tile for a problem: with no requested work split, 64 queries (32 when D or Dv exceeds 128) and KV
+    /// sub-tiles of 32 keys (16 above D = 128), each cut to the block size rounded up to 16; a requested
+    /// split (queries, keys) is cut the same way and must then be a multiple of 16 (else <see cref="Check"/> refuses it).
+    /// </summary>
+    public static BlockSparseTensorCoreTile Tile(BlockSparseParams p, int? requestedQueries, int? requestedKeys)
+    {
+        var large = Math.Max(p.HeadDim, p.ValueDim) > 128;
+        var queries = requestedQueries ?? (large ? 32 : 64);
+        var keys = requestedKeys ?? (large ? 16 : 32);
+        return new BlockSparseTensorCoreTile(Math.Min(queries, RoundUp16(p.QueryBlock)), Math.Min(keys, RoundUp16(p.KeyBlock)));
+    }
+
+    /// <summary>Why the tensor-core forward cannot run this problem and tile on the device, or null.</summary>
+    public static string? Check(ComputeDevice device, BlockSparseParams p, BlockSparseTensorCoreTile tile)
+    {
+        if (p.HeadDim % 16 != 0 || p.ValueDim % 8 != 0 || p.HeadDim < 16 || p.ValueDim < 8 || p.ValueDim > BlockSparseTensorCoreKernel.MaxValueDim)
+        {
+            return $"the tensor-core kernel needs D % 16 == 0 and Dv % 8 == 0 with Dv ≤ {BlockSparseTensorCoreKernel.MaxValueDim} (D={p.HeadDim}, Dv={p.ValueDim})";
+        }
+
+        if (tile.Queries < 16 || tile.Queries % 16 != 0 || tile.Warps > BlockSparseTensorCoreKernel.MaxWarps
+            || tile.Keys < 16 || tile.Keys % 16 != 0 || tile.Queries * tile.Keys > BlockSparseTensorCoreKernel.MaxScores)
+        {
+            return $"tile {tile}: the tensor-core kernel needs 16, 32, 48 or 64 queries and a KV sub-tile that is a multiple of 16";
+        }
+
+        var accelerator = device.Accelerator;
+        if (accelerator.WarpSize != 32)
+        {
+            return $"the tensor-core kernel needs 32-lane warps; {device.Name} has {accelerator.WarpSize}";
+        }
+
+        if (tile.Warps * 32 > accelerator.MaxNumThreadsPerGroup)
+        {
+            return $"tile {tile} needs {tile.Warps * 32} threads per group; {device.Name} allows {accelerator.MaxNumThreadsPerGroup}";
+        }
+
+        var bytes = SharedBytes(p, tile);
+        if (bytes > accelerator.MaxSharedMemoryPerGroup)
+        {
+            return $"tile {tile} with D={p.HeadDim}, Dv={p.ValueDim} needs {bytes} bytes of shared memory; {device.Name} allows {accelerator.MaxSharedMemoryPerGroup}";
+        }
+
+        var groups = (long)p.QueryBlocks * tile.QueryGroupsPerBlock(p.QueryBlock);
+        if (groups > int.MaxValue || p.Heads > 65535 || p.Batch > 65535)
+        {
+            return $"the grid ({groups} groups × {p.Heads} heads × {p.Batch} batch) exceeds the launch limits";
+        }
+
+        return null;
+    }
+
+    public static void Forward<TFormat, TMask, TBias>(
+        ComputeDevice device, AcceleratorStream stream, BlockSparseParams p, BlockSparseTensorCoreTile tile, BlockList blocks, TMask mask, TBias bias,
+        ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> output, ArrayView<float> lse)
+        where TFormat : struct, IHalfFormat
+        where TMask : struct, IElementMask
+        where TBias : struct, IScoreBias
+    {
+        var kernels = device.Kernels(a => new BlockSparseTensorCoreKernelSet<TFormat, TMask, TBias>(a));
+        var config = new KernelConfig(
+            new Index3D(p.QueryBlocks * tile.QueryGroupsPerBlock(p.QueryBlock), p.Heads, p.Batch),
+            new Index3D(tile.Warps * 32, 1, 1),
+            SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile)));
+        kernels.Forward(stream, config, p, tile, blocks, mask, bias, query, key, value, output, lse, lse.Length > 0 ? 1 : 0);
+    }
+
+    private static int RoundUp16(int n) => (n + 15) / 16 * 16;
+}
+
+/// <summary>A tensor-core forward launch waiting for its mask and bias structs (see <see cref="BlockSparseDispatch"/>).</summary>
+internal sealed class BlockSparseTensorCorePass<TFormat>(
+    ComputeDevice device, AcceleratorStream stream, BlockSparseParams p, BlockSparseTensorCoreTile tile, BlockList blocks,
+    ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> output, ArrayView<float> lse) : IBlockSparsePass
+    where TFormat : struct, IHalfFormat
+{
+    public void Run<TMask, TBias>(TMask mask, TBias bias)
+        where TMask : struct, IElementMask
+        where TBias : struct, IScoreBias
+        => BlockSparseTensorCore.Forward<TFormat, TMask, TBias>(device, stream, p, tile, blocks, mask, bias, query, key, value, output, lse);
+}
