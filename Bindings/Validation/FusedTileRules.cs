@@ -1,3 +1,4 @@
+using Natten.Kernels.Common;
 using Natten.Kernels.Fused;
 using Natten.Kernels.Runtime;
 
@@ -42,11 +43,34 @@ internal static class FusedTileRules
         => FnaForward.Check(device, NaiveBackend.ToParams(problem), TileShape(problem));
 
     /// <summary>
+    /// The forward kernel's own limits for a tile on <paramref name="device"/>: the tensor-core kernel's for 16-bit
+    /// storage and the TF32 kernel's for float32 with <see cref="AttentionProblem.AllowTf32"/> — when that kernel runs
+    /// the problem with its default tiles, so a search stays on the kernel the call would use — else the
+    /// float32-math kernel's.
+    /// </summary>
+    private static Func<FnaTileShape, string?> ForwardCheck(ComputeDevice device, AttentionProblem problem, ProblemParams p)
+    {
+        var defaults = problem.QueryTile is null ? problem : null;
+        if (problem.ElementType != ElementType.Float32 && defaults is not null && FusedBackend.TensorCoreTile(device, defaults, p) is not null)
+        {
+            return tile => FnaTensorCore.Check(device, p, tile);
+        }
+
+        if (problem.ElementType == ElementType.Float32 && problem.AllowTf32 && defaults is not null && FusedBackend.Tf32Tile(device, defaults, p) is not null)
+        {
+            return tile => FnaTf32.Check(device, p, tile);
+        }
+
+        return tile => FnaForward.Check(device, p, tile);
+    }
+
+    /// <summary>
     /// The tile shapes worth trying on <paramref name="device"/>: per axis every power of two from 1
     /// up to the first one covering the axis's longest dilation group; query tiles of
     /// <see cref="MinQueryTile"/> threads or more, KV sub-tiles of <see cref="MinKeyTile"/> to
     /// <see cref="MaxKeyTile"/> keys (both capped by what the problem holds); and only shapes the
-    /// kernel's <see cref="FnaForward.Check"/> accepts on the device.
+    /// forward kernel the call would use accepts on the device (for 16-bit storage the tensor-core kernel:
+    /// query tiles of 16–64, KV sub-tiles in multiples of 16; see <see cref="ForwardCheck"/>).
     /// </summary>
     public static List<(int[] Query, int[] Key)> SearchSpace(ComputeDevice device, AttentionProblem problem)
     {
@@ -66,16 +90,19 @@ internal static class FusedTileRules
             allQueries *= powers[^1];
         }
 
-        var minQuery = Math.Min(MinQueryTile, allQueries);
+        var p = NaiveBackend.ToParams(problem);
+        var check = ForwardCheck(device, problem, p);
+
+        // The tensor-core kernels run two threads per query (16-row warps): 16 queries already fill a warp.
+        var minQuery = Math.Min(problem.ElementType != ElementType.Float32 || problem.AllowTf32 ? 16 : MinQueryTile, allQueries);
         var minKey = Math.Min(MinKeyTile, allQueries);
         var shapes = Combinations(extents).ToArray();
-        var p = NaiveBackend.ToParams(problem);
         var result = new List<(int[] Query, int[] Key)>();
         foreach (var query in shapes.Where(s => Product(s) >= minQuery))
         {
             foreach (var key in shapes.Where(s => Product(s) >= minKey && Product(s) <= MaxKeyTile))
             {
-                if (FnaForward.Check(device, p, Pad(query, key)) is null)
+                if (check(Pad(query, key)) is null)
                 {
                     result.Add((query, key));
                 }

@@ -22,7 +22,7 @@ public sealed class ProfileTuningTests
         using (Assert.EnterMultipleScope())
         {
             Assert.That(lines[0], Does.StartWith("natten profile --dry-run: 2D B=1 6x6 H=1/1 D=4 Dv=4, kernel 3x3"));
-            Assert.That(lines, Has.Some.Match(@"^#\s+tiles\s+threads\s+KV keys\s+max visited\s+of full\s+bound\s+computed/useful\s+block-sparse$"));
+            Assert.That(lines, Has.Some.Match(@"^#\s+tiles\s+queries\s+KV keys\s+max visited\s+of full\s+bound\s+computed/useful\s+block-sparse$"));
             Assert.That(rows, Is.Not.Empty);
             Assert.That(rows.Count(r => r.Contains("optimize", StringComparison.Ordinal)), Is.EqualTo(Math.Min(3, rows.Length)));
             Assert.That(rows, Has.One.Contains("default"));

@@ -41,9 +41,9 @@ internal static class ProfileTuning
         stdout.WriteLine($"natten profile --dry-run: {setup.Describe()}; useful work: forward {forwardFlops / 1e9:0.######} GFLOP");
         stdout.WriteLine(
             $"fused tile configurations that run on {AcceleratorName()}: per axis powers of two, "
-          + "query tiles of 32+ threads, KV sub-tiles of 8-128 keys; least simulated work first");
+          + "query tiles of 32+ threads (16-64 queries, KV multiples of 16 where the tensor-core kernel runs), KV sub-tiles of 8-128 keys; least simulated work first");
         stdout.WriteLine();
-        var table = new List<string[]> { new[] { "#", "tiles", "threads", "KV keys", "max visited", "of full", "bound", "computed/useful", "block-sparse", "" } };
+        var table = new List<string[]> { new[] { "#", "tiles", "queries", "KV keys", "max visited", "of full", "bound", "computed/useful", "block-sparse", "" } };
         foreach (var (order, tiles, sim) in rows)
         {
             table.Add(
