@@ -98,6 +98,18 @@ public sealed class ProfileCommandTests
     }
 
     [Test]
+    public void Float16BackwardWithAdditionalTokensRunsOnDeviceTensors()
+    {
+        // The ILGPU backends are timed through the device-tensor backward, which takes additional tokens.
+        var result = CliRunner.Run([.. _tiny, "--json", "--backward", "--dtype", "fp16", "--additional-tokens", "2", "--backend", "naive", "--no-dense"]);
+        result.AssertSuccess();
+        var backward = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement)
+            .Single(r => r.GetProperty("pass").GetString() == "backward");
+        Assert.That(backward.GetProperty("skipped_reason").ValueKind, Is.EqualTo(JsonValueKind.Null));
+        Assert.That(backward.GetProperty("ms_median").GetDouble(), Is.GreaterThan(0));
+    }
+
+    [Test]
     public void TableHasHeaderAndRows()
     {
         var result = CliRunner.Run([.. _tiny, "--backward", "--causal", "0x1", "--stride", "2"]);

@@ -220,7 +220,8 @@ internal static class ProfileCommand
 
     private static Measurement MeasureBackward(ProfileSetup setup, ProfileInputs inputs, string backend, NeighborhoodAttentionOptions options, bool dense)
     {
-        if (!AttentionBackends.CanRun(backend, setup.Shape, options, setup.ElementType, backward: true, out var reason))
+        if (!AttentionBackends.CanRun(backend, setup.Shape, options, setup.ElementType, backward: true, out var reason)
+            || !inputs.CanRunBackward(backend, out reason))
         {
             return Measurement.Skipped(backend, "backward", dense, reason);
         }

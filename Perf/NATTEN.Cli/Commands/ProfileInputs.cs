@@ -82,15 +82,25 @@ internal sealed class ProfileInputs : IDisposable
         }
     }
 
-    /// <summary>Computes the forward output and LSE the backward pass reads (with the automatic backend, on host spans).</summary>
-    public bool TryPrepareBackward(NeighborhoodAttentionOptions options, out string reason)
+    /// <summary>
+    /// Whether this harness can time <paramref name="backend"/>'s backward: the 16-bit host-span backward entry
+    /// points take no additional tokens (the device-tensor ones, used for the ILGPU backends, do).
+    /// </summary>
+    public bool CanRunBackward(string backend, out string reason)
     {
-        if (_type != ElementType.Float32 && HasAdditional)
+        if (_type != ElementType.Float32 && HasAdditional && !IsDeviceResident(backend))
         {
             reason = "the library's float16/bfloat16 host-span backward takes no additional tokens";
             return false;
         }
 
+        reason = string.Empty;
+        return true;
+    }
+
+    /// <summary>Computes the forward output and LSE the backward pass reads (with the automatic backend, on host spans).</summary>
+    public bool TryPrepareBackward(NeighborhoodAttentionOptions options, out string reason)
+    {
         try
         {
             Forward(options with { Backend = null });
