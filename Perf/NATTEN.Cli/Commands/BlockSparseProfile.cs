@@ -126,6 +126,12 @@ internal static class BlockSparseProfile
         }
 
         var run = options with { Backend = backend };
+        if (Inputs.IsDeviceResident(backend))
+        {
+            Action queue = pass == AttentionPass.Forward ? () => inputs.Forward(mask, run, synchronize: false) : () => inputs.Backward(mask, run, synchronize: false);
+            return ProfileCommand.Time(backend, passName, dense, queue, setup.Warmup, setup.Repeat, ProfileCommand.DeviceCallsPerSample, inputs.Synchronize);
+        }
+
         Action call = pass == AttentionPass.Forward ? () => inputs.Forward(mask, run) : () => inputs.Backward(mask, run);
         return ProfileCommand.Time(backend, passName, dense, call, setup.Warmup, setup.Repeat);
     }
@@ -297,7 +303,10 @@ internal static class BlockSparseProfile
         /// <summary>Whether runs of <paramref name="backend"/> are timed on device-resident tensors.</summary>
         public static bool IsDeviceResident(string? backend) => backend is not null && BlockSparseBackends.Find(backend) is IDeviceBlockSparseBackend;
 
-        public void Forward(BlockMask mask, BlockSparseOptions options)
+        /// <summary>Waits for the device-resident work queued so far.</summary>
+        public void Synchronize() => _device?.Synchronize();
+
+        public void Forward(BlockMask mask, BlockSparseOptions options, bool synchronize = true)
         {
             if (IsDeviceResident(options.Backend))
             {
@@ -312,6 +321,11 @@ internal static class BlockSparseProfile
                     default:
                         DeviceForward<float>(mask, options);
                         break;
+                }
+
+                if (synchronize)
+                {
+                    Synchronize();
                 }
 
                 return;
@@ -338,7 +352,7 @@ internal static class BlockSparseProfile
             _residentForwardStale = true;
         }
 
-        public void Backward(BlockMask mask, BlockSparseOptions options)
+        public void Backward(BlockMask mask, BlockSparseOptions options, bool synchronize = true)
         {
             if (IsDeviceResident(options.Backend))
             {
@@ -353,6 +367,11 @@ internal static class BlockSparseProfile
                     default:
                         DeviceBackward<float>(mask, options);
                         break;
+                }
+
+                if (synchronize)
+                {
+                    Synchronize();
                 }
 
                 return;
@@ -418,8 +437,6 @@ internal static class BlockSparseProfile
             {
                 BlockSparseAttention.Forward(r.Q, r.K, r.V, mask, _shape, options, r.O, r.Lse);
             }
-
-            _device!.Synchronize();
         }
 
         private void DeviceBackward<T>(BlockMask mask, BlockSparseOptions options)
@@ -441,8 +458,6 @@ internal static class BlockSparseProfile
             {
                 BlockSparseAttention.Backward(r.Q, r.K, r.V, r.O, r.Lse, r.DO, mask, _shape, options, r.Dq, r.Dk, r.Dv);
             }
-
-            _device!.Synchronize();
         }
 
         private static DeviceTensor<ushort> As<T>(DeviceTensor<T> tensor)
@@ -468,7 +483,7 @@ internal static class BlockSparseProfile
               + (setup.Backward ? $", backward {Num(2.5 * forwardFlops / 1e9)} GFLOP" : string.Empty));
             stdout.WriteLine(
                 $"machine: {Machine}; accelerator: {ProfileCommand.AcceleratorName()}; median of {setup.Repeat} after {setup.Warmup} warm-up; "
-              + $"{string.Join(", ", setup.Backends.Where(Inputs.IsDeviceResident))} timed on device-resident tensors (uploaded once, each call synchronised), the others on host spans"
+              + $"{string.Join(", ", setup.Backends.Where(Inputs.IsDeviceResident))} timed on device-resident tensors (uploaded once, {ProfileCommand.DeviceCallsPerSample} back-to-back call(s) per sample, then one synchronisation), the others on host spans"
               + (ProfileCommand.IsOptimizedBuild ? string.Empty : "; WARNING: unoptimized (Debug) build, use -c Release for real timings"));
             if (results.Any(m => m.Dense))
             {

@@ -51,11 +51,16 @@ internal sealed class ProfileInputs : IDisposable
     /// <summary>Whether a run of <paramref name="backend"/> is timed on device-resident tensors.</summary>
     public static bool IsDeviceResident(string? backend) => backend is not null && AttentionBackends.RunsOnDeviceTensors(backend);
 
-    public void Forward(NeighborhoodAttentionOptions options)
+    /// <summary>Waits for the device-resident work queued so far (nothing to wait for on host spans).</summary>
+    public void Synchronize() => _resident?.Synchronize();
+
+    /// <param name="options">Neighborhood and backend.</param>
+    /// <param name="synchronize">On device-resident tensors, wait for the call before returning.</param>
+    public void Forward(NeighborhoodAttentionOptions options, bool synchronize = true)
     {
         if (IsDeviceResident(options.Backend))
         {
-            Device().Forward(options);
+            Device().Forward(options, synchronize);
             return;
         }
 
@@ -116,7 +121,9 @@ internal sealed class ProfileInputs : IDisposable
         return true;
     }
 
-    public void Backward(NeighborhoodAttentionOptions options)
+    /// <param name="options">Neighborhood and backend.</param>
+    /// <param name="synchronize">On device-resident tensors, wait for the call before returning.</param>
+    public void Backward(NeighborhoodAttentionOptions options, bool synchronize = true)
     {
         if (IsDeviceResident(options.Backend))
         {
@@ -127,7 +134,7 @@ internal sealed class ProfileInputs : IDisposable
                 _residentForwardStale = false;
             }
 
-            device.Backward(options);
+            device.Backward(options, synchronize);
             return;
         }
 
@@ -165,9 +172,11 @@ internal sealed class ProfileInputs : IDisposable
     /// <summary>The problem's tensors on the default accelerator (inputs uploaded once).</summary>
     private abstract class Resident : IDisposable
     {
-        public abstract void Forward(NeighborhoodAttentionOptions options);
+        public abstract void Forward(NeighborhoodAttentionOptions options, bool synchronize);
 
-        public abstract void Backward(NeighborhoodAttentionOptions options);
+        public abstract void Backward(NeighborhoodAttentionOptions options, bool synchronize);
+
+        public abstract void Synchronize();
 
         public abstract void LoadForwardResult(Tensor output, float[] lse);
 
@@ -196,7 +205,9 @@ internal sealed class ProfileInputs : IDisposable
 
         private bool Bf16 => _inputs._type == ElementType.BFloat16;
 
-        public override void Forward(NeighborhoodAttentionOptions options)
+        public override void Synchronize() => _device.Synchronize();
+
+        public override void Forward(NeighborhoodAttentionOptions options, bool synchronize)
         {
             var shape = _inputs._shape;
             if (Bf16)
@@ -220,10 +231,13 @@ internal sealed class ProfileInputs : IDisposable
                 NeighborhoodAttention.Forward(_q, _k, _v, shape, options, _o, _lse);
             }
 
-            _device.Synchronize();
+            if (synchronize)
+            {
+                _device.Synchronize();
+            }
         }
 
-        public override void Backward(NeighborhoodAttentionOptions options)
+        public override void Backward(NeighborhoodAttentionOptions options, bool synchronize)
         {
             var shape = _inputs._shape;
             var extra = _inputs.HasAdditional;
@@ -240,7 +254,10 @@ internal sealed class ProfileInputs : IDisposable
                     extra ? _ak : null, extra ? _av : null, extra ? _dak : null, extra ? _dav : null);
             }
 
-            _device.Synchronize();
+            if (synchronize)
+            {
+                _device.Synchronize();
+            }
         }
 
         public override void LoadForwardResult(Tensor output, float[] lse)
