@@ -6,6 +6,7 @@
 #   device call 1: bash Perf/device/gpu-session.sh selftest ptx check          (carry [".device"])
 #   device call 2: bash Perf/device/gpu-session.sh speed
 #   device call 3: bash Perf/device/gpu-session.sh blocksparse                  (if time is left)
+#   back here:     python3 Perf/device/summarize.py <files_at>/out --device "…" > Perf/results/<ids>_<device>_<date>.md
 #
 # No phase names = all of them in that order. Every step is bounded: BUDGET_S (default 540) is the
 # whole command's budget; a step that would start with less than its estimate left is skipped and
