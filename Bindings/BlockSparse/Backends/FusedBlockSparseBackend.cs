@@ -40,7 +40,10 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
     public bool CanRunOn(ComputeDevice device, BlockSparseProblem problem, AttentionPass pass, out string reason)
     {
         var p = problem.ToParams();
-        var why = BlockSparseLauncher.Check(device, p, problem.Tiles(), pass == AttentionPass.Backward);
+
+        // A 16-bit forward the tensor-core kernel takes needs only that kernel's limits (TensorCoreTile checks them).
+        var tensorCoreForward = pass == AttentionPass.Forward && problem.ElementType != ElementType.Float32 && TensorCoreTile(device, problem) is not null;
+        var why = tensorCoreForward ? null : BlockSparseLauncher.Check(device, p, problem.Tiles(), pass == AttentionPass.Backward);
         if (why is not null)
         {
             reason = why;
