@@ -30,6 +30,8 @@ public sealed class TensorCoreTests(AcceleratorKind kind)
         yield return Case("2D blocked (stride = kernel)", [12, 12], [4, 4], [4, 4], [1, 1], [false, false], 1, 1, 16, 8, 0, [4, 4], [4, 4]);
         yield return Case("3D", [4, 5, 6], [2, 3, 3], [1, 1, 2], [1, 1, 1], [false, true, false], 2, 2, 16, 16, 2, [2, 2, 4], [2, 2, 4]);
         yield return Case("3D default tiles, D 64", [4, 6, 6], [3, 3, 3], [1, 1, 1], [1, 1, 1], [false, false, false], 1, 1, 64, 64, 0, null, null);
+        yield return Case("1D D 256 (version-1 kernel)", [20], [5], [1], [1], [false], 1, 1, 256, 256, 0, [16], [16]);
+        yield return Case("1D D 32 default tiles", [40], [9], [1], [1], [true], 2, 1, 32, 32, 3, null, null);
     }
 
     [SetUp]
