@@ -51,7 +51,8 @@ internal readonly struct KeySlots
 
 /// <summary>
 /// Hand-written pieces shared by the generated register-resident tensor-core forwards
-/// (<c>Kernels/Fused/Generated/FnaTensorCoreKernel.D*.g.cs</c>): staging Q, the per-row window masks,
+/// (<c>Kernels/Fused/Generated/FnaTensorCoreKernel.D*.g.cs</c>) and query-gradient kernels
+/// (<c>Kernels/Fused/Generated/FnaTensorCoreQueryGradKernel.D*.g.cs</c>): staging Q (or dO), the per-row window masks,
 /// per-element masking of one m16n8 score tile, and packing P into 16-bit pairs. None of them indexes a
 /// per-thread array: every fragment register is a scalar passed by reference.
 /// </summary>
@@ -117,6 +118,17 @@ internal static class FnaRegisterTile
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static uint ValuePair(ArrayView<ushort> vTile, int index, int stride) => TensorCore.Pack(vTile[index], vTile[index + stride]);
+
+    /// <summary>
+    /// The saved LSE of <paramref name="row"/> in the log2 domain for the backward's P = exp2(S − LSE); 0 for an absent
+    /// row (row &lt; 0) or one without keys (LSE −∞: every score is masked, and −∞ − 0 keeps P at 0 instead of NaN).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float RowLse(ArrayView<float> lse, long row)
+    {
+        var value = row < 0 ? 0f : lse[row];
+        return value == float.NegativeInfinity ? 0f : value * Log2E;
+    }
 
     /// <summary>The natural-log LSE of a row from its log2-domain max and its (quad-reduced) sum; −∞ for a row without keys.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -2,6 +2,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using Natten.Kernels.Common;
 using Natten.Kernels.Cuda;
+using Natten.Kernels.Fused.Generated;
 using Natten.Kernels.Runtime;
 
 namespace Natten.Kernels.Fused;
@@ -15,27 +16,75 @@ internal sealed class FnaTensorCoreBackwardKernelSet<TFormat, TStorage>
     {
         RowTerm = accelerator.LoadAutoGroupedKernel<Index1D, ProblemParams, long, int, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>>(
             FnaBackwardKernels.RowTerm<ushort, TStorage>);
-        QueryGrad = accelerator.LoadKernel<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>>(
-            FnaTensorCoreBackwardKernels.QueryGrad<TFormat>);
-        KeyValueGrad = accelerator.LoadKernel<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>>(
-            FnaTensorCoreBackwardKernels.KeyValueGrad<TFormat>);
+        QueryGrad = LoadQueryGrad(accelerator, FnaTensorCoreBackwardKernels.QueryGrad<TFormat>);
+        _queryGradD64 = new(() => LoadQueryGrad(accelerator, FnaTensorCoreQueryGradKernelD64.QueryGrad<TFormat>));
+        _queryGradD128 = new(() => LoadQueryGrad(accelerator, FnaTensorCoreQueryGradKernelD128.QueryGrad<TFormat>));
+        KeyValueGrad = LoadKeyValueGrad(accelerator, FnaTensorCoreBackwardKernels.KeyValueGrad<TFormat>);
+        _keyValueGradD64 = new(() => LoadKeyValueGrad(accelerator, FnaTensorCoreKeyValueGradKernelD64.KeyValueGrad<TFormat>));
+        _keyValueGradD128 = new(() => LoadKeyValueGrad(accelerator, FnaTensorCoreKeyValueGradKernelD128.KeyValueGrad<TFormat>));
         AdditionalKeyValueGrad = accelerator.LoadKernel<ProblemParams, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>>(
             FnaBackwardKernels.AdditionalKeyValueGrad<ushort, TStorage>);
     }
 
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>>> _queryGradD64;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>>> _queryGradD128;
+
     public Action<AcceleratorStream, Index1D, ProblemParams, long, int, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>> RowTerm { get; }
 
+    /// <summary>The version-1 dQ kernel (any supported D, Dv).</summary>
     public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> QueryGrad { get; }
 
+    /// <summary>The generated register-resident dQ kernel for <paramref name="headDim"/> (64 or 128), compiled on first use.</summary>
+    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> RegisterQueryGrad(int headDim)
+        => headDim == FnaTensorCoreQueryGradKernelD64.HeadDim ? _queryGradD64.Value : _queryGradD128.Value;
+
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>>> _keyValueGradD64;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>>> _keyValueGradD128;
+
+    /// <summary>The version-1 dK/dV kernel (any supported D, Dv).</summary>
     public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> KeyValueGrad { get; }
 
+    /// <summary>The generated register-resident dK/dV kernel for <paramref name="headDim"/> (64 or 128), compiled on first use.</summary>
+    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> RegisterKeyValueGrad(int headDim)
+        => headDim == FnaTensorCoreKeyValueGradKernelD64.HeadDim ? _keyValueGradD64.Value : _keyValueGradD128.Value;
+
     public Action<AcceleratorStream, KernelConfig, ProblemParams, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> AdditionalKeyValueGrad { get; }
+
+    private static Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> LoadQueryGrad(
+        Accelerator accelerator, Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> kernel)
+        => accelerator.LoadKernel(kernel);
+
+    private static Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> LoadKeyValueGrad(
+        Accelerator accelerator, Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> kernel)
+        => accelerator.LoadKernel(kernel);
 }
 
-/// <summary>Host side of the tensor-core backward: limits and the launch sequence (workspace: the row term D only).</summary>
+/// <summary>
+/// Host side of the tensor-core backward: limits, which kernels run, and the launch sequence (workspace: the row term D
+/// only). When D = Dv ∈ {64, 128} dQ and dK/dV run on the generated register-resident kernels
+/// (<see cref="FnaTensorCoreQueryGradKernelD64"/>, <see cref="FnaTensorCoreQueryGradKernelD128"/>,
+/// <see cref="FnaTensorCoreKeyValueGradKernelD64"/>, <see cref="FnaTensorCoreKeyValueGradKernelD128"/>), otherwise on the
+/// version-1 <see cref="FnaTensorCoreBackwardKernels"/>. The additional tokens' dK/dV always come from
+/// <see cref="FnaBackwardKernels.AdditionalKeyValueGrad{T, TStorage}"/>.
+/// </summary>
 internal static class FnaTensorCoreBackward
 {
     private const int AdditionalThreads = 32;
+
+    /// <summary>Static shared memory of the generated kernels in bytes: the emulation scratch, and the dK/dV kernel's per-query LSE and D.</summary>
+    public const int RegisterStaticSharedBytes =
+        (TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps * sizeof(uint)) + (2 * FnaTensorCoreBackwardKernels.MaxScores / 16 * sizeof(float));
+
+    /// <summary>Whether dQ, dK and dV run on the generated register-resident kernels: D = Dv ∈ {64, 128}.</summary>
+    public static bool UsesRegisterKernels(ProblemParams p) => FnaTensorCore.UsesRegisterKernel(p);
+
+    /// <summary>
+    /// Dynamic shared memory of either generated kernel in 16-bit words: two regions of max(query tile, KV sub-tile)
+    /// padded rows (dQ: Q, dO then K, V; dK/dV: K, V then Q, dO).
+    /// </summary>
+    public static int RegisterWords(ProblemParams p, FnaTileShape tile)
+        => 2 * Math.Max(tile.QueryTile, tile.KeyTile)
+            * (p.HeadDim == FnaTensorCoreQueryGradKernelD64.HeadDim ? FnaTensorCoreQueryGradKernelD64.RowStride : FnaTensorCoreQueryGradKernelD128.RowStride);
 
     public const int StaticSharedBytes =
         ((2 * FnaTensorCoreBackwardKernels.MaxScores) + (2 * FnaTensorCoreBackwardKernels.MaxScores / 16)) * sizeof(float)
@@ -62,7 +111,9 @@ internal static class FnaTensorCoreBackward
                  + $"and query tile × KV sub-tile ≤ {FnaTensorCoreBackwardKernels.MaxScores}";
         }
 
-        var bytes = StaticSharedBytes + (Math.Max(QueryGradWords(p, tile), KeyValueGradWords(p, tile)) * sizeof(ushort));
+        var bytes = UsesRegisterKernels(p)
+            ? RegisterStaticSharedBytes + (RegisterWords(p, tile) * sizeof(ushort))
+            : StaticSharedBytes + (Math.Max(QueryGradWords(p, tile), KeyValueGradWords(p, tile)) * sizeof(ushort));
         if (bytes > device.Accelerator.MaxSharedMemoryPerGroup)
         {
             return $"the tensor-core backward with tile shape {tile} needs {bytes} bytes of shared memory; {device.Name} allows {device.Accelerator.MaxSharedMemoryPerGroup}";
@@ -88,13 +139,20 @@ internal static class FnaTensorCoreBackward
             * p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1)
             * p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
         var group = new Index3D(tile.QueryTile * 2, 1, 1);
-        kernels.QueryGrad(
+        var registers = UsesRegisterKernels(p);
+        var queryGradKernel = registers ? kernels.RegisterQueryGrad(p.HeadDim) : kernels.QueryGrad;
+        queryGradKernel(
             stream,
-            new KernelConfig(new Index3D(tiles, p.Heads, p.Batch), group, SharedMemoryConfig.RequestDynamic<ushort>(QueryGradWords(p, tile))),
+            new KernelConfig(
+                new Index3D(tiles, p.Heads, p.Batch), group,
+                SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile) : QueryGradWords(p, tile))),
             p, tile, query, key, value, additionalKey, additionalValue, lse, rowTerm.View, outputGrad, queryGrad);
-        kernels.KeyValueGrad(
+        var keyValueGradKernel = registers ? kernels.RegisterKeyValueGrad(p.HeadDim) : kernels.KeyValueGrad;
+        keyValueGradKernel(
             stream,
-            new KernelConfig(new Index3D(tiles, p.KvHeads, p.Batch), group, SharedMemoryConfig.RequestDynamic<ushort>(KeyValueGradWords(p, tile))),
+            new KernelConfig(
+                new Index3D(tiles, p.KvHeads, p.Batch), group,
+                SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile) : KeyValueGradWords(p, tile))),
             p, tile, query, key, value, lse, rowTerm.View, outputGrad, keyGrad, valueGrad);
         if (p.AdditionalTokens > 0)
         {

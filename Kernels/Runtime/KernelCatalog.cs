@@ -92,7 +92,11 @@ internal static class KernelCatalog
             AddEntry(typeof(FnaTensorCoreKernelD64), nameof(FnaTensorCoreKernelD64.Forward), true, true, true, format);
             AddEntry(typeof(FnaTensorCoreKernelD128), nameof(FnaTensorCoreKernelD128.Forward), true, true, true, format);
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.QueryGrad), true, true, format);
+            AddEntry(typeof(FnaTensorCoreQueryGradKernelD64), nameof(FnaTensorCoreQueryGradKernelD64.QueryGrad), true, true, true, format);
+            AddEntry(typeof(FnaTensorCoreQueryGradKernelD128), nameof(FnaTensorCoreQueryGradKernelD128.QueryGrad), true, true, true, format);
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.KeyValueGrad), true, true, format);
+            AddEntry(typeof(FnaTensorCoreKeyValueGradKernelD64), nameof(FnaTensorCoreKeyValueGradKernelD64.KeyValueGrad), true, true, true, format);
+            AddEntry(typeof(FnaTensorCoreKeyValueGradKernelD128), nameof(FnaTensorCoreKeyValueGradKernelD128.KeyValueGrad), true, true, true, format);
         }
 
         Add(typeof(FnaTf32Kernel), nameof(FnaTf32Kernel.Forward), true, true);

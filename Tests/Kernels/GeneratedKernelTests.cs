@@ -21,6 +21,51 @@ public sealed class GeneratedKernelTests
             $"{FnaRegisterKernelGenerator.RelativePath(headDim)} differs from the generator's output: run `dotnet run -c Release --project Codegen -- .`");
     }
 
+    public static IEnumerable<TestCaseData> BackwardVariants()
+        => FnaRegisterBackwardGenerator.Variants.Select(d => new TestCaseData(d).SetName($"{{m}}(D{d})"));
+
+    [TestCaseSource(nameof(BackwardVariants))]
+    public void CheckedInQueryGradFileMatchesTheGenerator(int headDim)
+    {
+        var path = Path.Combine(RepositoryRoot(), FnaRegisterBackwardGenerator.RelativePath(headDim));
+        Assert.That(File.Exists(path), Is.True, $"{path} is missing: run the generator (Codegen)");
+        var expected = FnaRegisterBackwardGenerator.Generate(headDim);
+        var actual = File.ReadAllBytes(path);
+        Assert.That(
+            actual, Is.EqualTo(new UTF8Encoding(false).GetBytes(expected)),
+            $"{FnaRegisterBackwardGenerator.RelativePath(headDim)} differs from the generator's output: run `dotnet run -c Release --project Codegen -- .`");
+    }
+
+    [TestCaseSource(nameof(BackwardVariants))]
+    public void CheckedInKeyValueGradFileMatchesTheGenerator(int headDim)
+    {
+        var path = Path.Combine(RepositoryRoot(), FnaRegisterBackwardGenerator.KeyValueRelativePath(headDim));
+        Assert.That(File.Exists(path), Is.True, $"{path} is missing: run the generator (Codegen)");
+        var expected = FnaRegisterBackwardGenerator.GenerateKeyValue(headDim);
+        var actual = File.ReadAllBytes(path);
+        Assert.That(
+            actual, Is.EqualTo(new UTF8Encoding(false).GetBytes(expected)),
+            $"{FnaRegisterBackwardGenerator.KeyValueRelativePath(headDim)} differs from the generator's output: run `dotnet run -c Release --project Codegen -- .`");
+    }
+
+    [Test]
+    public void GeneratedQueryGradIndexesFragmentsByConstantsOnly()
+    {
+        foreach (var d in FnaRegisterBackwardGenerator.Variants)
+        {
+            var text = FnaRegisterBackwardGenerator.Generate(d);
+            Assert.That(text, Does.Not.Contain("LocalMemory"), $"D{d}");
+            Assert.That(text, Does.Not.Contain("stackalloc"), $"D{d}");
+            Assert.That(text, Does.Contain($"dq.N{(d / 8) - 1}C3"), $"D{d}: the last dQ register is named");
+            Assert.That(text, Does.Contain($"dO.K{(d / 16) - 1}A3"), $"D{d}: the last dO fragment register is named");
+            var keyValue = FnaRegisterBackwardGenerator.GenerateKeyValue(d);
+            Assert.That(keyValue, Does.Not.Contain("LocalMemory"), $"D{d} dK/dV");
+            Assert.That(keyValue, Does.Not.Contain("stackalloc"), $"D{d} dK/dV");
+            Assert.That(keyValue, Does.Contain($"dk.N{(d / 8) - 1}C3"), $"D{d}: the last dK register is named");
+            Assert.That(keyValue, Does.Contain($"dv.N{(d / 8) - 1}C3"), $"D{d}: the last dV register is named");
+        }
+    }
+
     [Test]
     public void GeneratedCodeIndexesFragmentsByConstantsOnly()
     {

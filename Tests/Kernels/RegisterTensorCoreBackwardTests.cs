@@ -1,0 +1,239 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Natten.Backends;
+using Natten.Kernels.Common;
+using Natten.Kernels.Cuda;
+using Natten.Kernels.Fused;
+using Natten.Kernels.Runtime;
+using Natten.Reference;
+using Natten.Tests.Support;
+using Natten.Validation;
+using Half = System.Half;
+
+namespace Natten.Tests.Kernels;
+
+/// <summary>
+/// The tensor-core backward with the generated register-resident dQ and dK/dV kernels (D = Dv = 64 and 128, fp16 and
+/// bf16; the additional tokens' dK/dV from the float32-math kernel) against the double Reference gradients. On the CPU
+/// accelerator the fragments go through the lane-exact mma emulation, so these run the generated kernels' own fragment,
+/// masking and dS code.
+/// Shapes are tiny: the emulation costs two group barriers per mma.
+/// </summary>
+[TestFixtureSource(nameof(Accelerators))]
+public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
+{
+    public static IEnumerable<AcceleratorKind> Accelerators => [AcceleratorKind.Cpu, AcceleratorKind.Cuda];
+
+    public static IEnumerable<TestCaseData> Problems()
+    {
+        foreach (var d in new[] { 64, 128 })
+        {
+            foreach (var bf16 in new[] { false, true })
+            {
+                var format = bf16 ? "bf16" : "fp16";
+
+                // (spatial, kernel, stride, dilation, causal, heads, kvHeads, additional, query tile, KV tile)
+                yield return Case($"D{d}_{format}_1D_inside_and_edge_subtiles_GQA", d, bf16, RegisterTensorCoreTests.Visits.Masked | RegisterTensorCoreTests.Visits.Unmasked,
+                    [40], [25], [1], [1], [false], 2, 1, 0, [16], [16]);
+                // 21 additional tokens with 16-key sub-tiles: one full sub-tile (no-mask path) and a partial one (5 keys).
+                yield return Case($"D{d}_{format}_1D_causal_dilation_additional", d, bf16, RegisterTensorCoreTests.Visits.Masked,
+                    [33], [5], [1], [2], [true], 1, 1, 21, [16], [16]);
+                yield return Case($"D{d}_{format}_2D_causal_stride_dilation", d, bf16, RegisterTensorCoreTests.Visits.Masked,
+                    [6, 6], [3, 5], [1, 2], [2, 1], [false, true], 2, 2, 0, [4, 4], [4, 4]);
+                // Two warps and a KV sub-tile of 32 keys (two 16-key blocks per sub-tile).
+                yield return Case($"D{d}_{format}_1D_two_warps_two_blocks_GQA", d, bf16, RegisterTensorCoreTests.Visits.Masked,
+                    [45], [11], [1], [1], [false], 2, 1, 0, [32], [32]);
+                if (!bf16)
+                {
+                    // bf16 is left out here: the exact dV reaches 1.6 under the causal axis, and rounding it to bf16 alone
+                    // costs 3.7e-3 to 3.9e-3 of the absolute 4e-3 bound (measured: kernel 4.9e-3 in bf16, the same as the
+                    // version-1 kernel). Tolerance.BFloat16Gradient is not loosened.
+                    yield return Case($"D{d}_{format}_2D_two_warps_two_blocks", d, bf16, RegisterTensorCoreTests.Visits.Masked,
+                        [8, 6], [3, 3], [1, 1], [1, 2], [false, true], 1, 1, 0, [4, 8], [4, 8]);
+                }
+            }
+        }
+    }
+
+    [SetUp]
+    public void RequireDevice()
+    {
+        if (!AttentionDevice.IsAvailable(kind))
+        {
+            Assert.Ignore($"No {kind} accelerator on this machine.");
+        }
+    }
+
+    [TestCaseSource(nameof(Problems))]
+    public void GeneratedBackwardMatchesReference(NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, RegisterTensorCoreTests.Visits visits)
+    {
+        var run = new Run(kind, reference, tiles, bfloat16);
+        var simulator = new FnaSimulator(run.P, run.Tile, KvTilingMode.Dynamic);
+        if (visits.HasFlag(RegisterTensorCoreTests.Visits.Masked))
+        {
+            Assert.That(simulator.PartiallyMaskedSubTiles, Is.GreaterThan(0), "the case visits masked (window-edge) sub-tiles");
+        }
+
+        if (visits.HasFlag(RegisterTensorCoreTests.Visits.Unmasked))
+        {
+            Assert.That(simulator.UnmaskedSubTiles, Is.GreaterThan(0), "the case visits sub-tiles inside every window (no-mask path)");
+        }
+
+        var grads = run.Backward();
+        var expected = run.ReferenceGradients();
+        var tolerance = bfloat16 ? Tolerance.BFloat16Gradient : Tolerance.Float16Gradient;
+        Assert.That(TestData.MaxAbsDiff(expected.Query, run.Values(grads.Query)), Is.LessThanOrEqualTo(tolerance), "dQ (generated kernel)");
+        Assert.That(TestData.MaxAbsDiff(expected.Key, run.Values(grads.Key)), Is.LessThanOrEqualTo(tolerance), "dK (generated kernel)");
+        Assert.That(TestData.MaxAbsDiff(expected.Value, run.Values(grads.Value)), Is.LessThanOrEqualTo(tolerance), "dV (generated kernel)");
+        if (reference.AdditionalTokens > 0)
+        {
+            Assert.That(TestData.MaxAbsDiff(expected.AdditionalKey, run.Values(grads.AdditionalKey)), Is.LessThanOrEqualTo(tolerance), "d(additional K)");
+            Assert.That(TestData.MaxAbsDiff(expected.AdditionalValue, run.Values(grads.AdditionalValue)), Is.LessThanOrEqualTo(tolerance), "d(additional V)");
+        }
+    }
+
+    [Test]
+    public void GeneratedBackwardIsBitwiseDeterministic([Values(64, 128)] int d)
+    {
+        var problem = new NeighborhoodProblem
+        {
+            Batch = 1, Spatial = [24], Heads = 2, KvHeads = 1, HeadDim = d, ValueDim = d, KernelSize = [9],
+            Stride = [1], Dilation = [1], Causal = [false], AdditionalTokens = 3,
+        };
+        var run = new Run(kind, problem, new FusedTiles(AxisValues.PerAxis([16]), AxisValues.PerAxis([16])), false);
+        var first = run.Backward();
+        var second = run.Backward();
+        Assert.That(first.Query.Any(x => x != 0), Is.True, "dQ is not all zero");
+        Assert.That(second.Query, Is.EqualTo(first.Query), "dQ");
+        Assert.That(second.Key, Is.EqualTo(first.Key), "dK (generated kernel)");
+        Assert.That(second.Value, Is.EqualTo(first.Value), "dV (generated kernel)");
+    }
+
+    [Test]
+    public void DispatchTakesTheGeneratedKernelsOnlyForD64AndD128()
+    {
+        foreach (var d in new[] { 64, 128 })
+        {
+            var p = new ProblemParams(1, 1, 1, d, d, 0, [40], [7], [1], [1], [false], 1.0);
+            Assert.That(FnaTensorCoreBackward.UsesRegisterKernels(p), Is.True, $"D = Dv = {d}");
+        }
+
+        foreach (var (d, dv) in new[] { (32, 32), (64, 32), (128, 64), (16, 16), (256, 256) })
+        {
+            var p = new ProblemParams(1, 1, 1, d, dv, 0, [40], [7], [1], [1], [false], 1.0);
+            Assert.That(FnaTensorCoreBackward.UsesRegisterKernels(p), Is.False, $"D {d}, Dv {dv}");
+        }
+    }
+
+    private static TestCaseData Case(
+        string name, int d, bool bfloat16, RegisterTensorCoreTests.Visits visits, int[] spatial, int[] kernel, int[] stride, int[] dilation,
+        bool[] causal, int heads, int kvHeads, int additional, int[] queryTile, int[] keyTile)
+    {
+        var problem = new NeighborhoodProblem
+        {
+            Batch = 1, Spatial = spatial, Heads = heads, KvHeads = kvHeads, HeadDim = d, ValueDim = d, KernelSize = kernel,
+            Stride = stride, Dilation = dilation, Causal = causal, AdditionalTokens = additional,
+        };
+        var tiles = new FusedTiles(AxisValues.PerAxis(queryTile), AxisValues.PerAxis(keyTile));
+        return new TestCaseData(problem, tiles, bfloat16, visits).SetName($"{{m}}({name})");
+    }
+
+    /// <summary>Inputs in the storage format, the tensor-core forward (O, LSE), and the backward through the host dispatch.</summary>
+    private sealed class Run
+    {
+        private readonly ComputeDevice _device;
+        private readonly NeighborhoodProblem _reference;
+        private readonly bool _bfloat16;
+        private readonly ushort[] _q, _k, _v, _ak, _av, _dO;
+
+        public Run(AcceleratorKind kind, NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16)
+        {
+            _reference = reference;
+            _bfloat16 = bfloat16;
+            var (shape, options) = TensorCoreTests.Describe(reference, tiles);
+            _device = DeviceRuntime.Get(kind);
+            var problem = ProblemValidator.Validate(shape, options, bfloat16 ? ElementType.BFloat16 : ElementType.Float16);
+            P = NaiveBackend.ToParams(problem);
+            var tile = FusedBackend.TensorCoreTile(_device, problem, P);
+            Assert.That(tile, Is.Not.Null, "this problem must take the tensor-core path");
+            Tile = tile!.Value;
+            Assert.That(FnaTensorCoreBackward.Check(_device, P, Tile), Is.Null, "this problem must take the tensor-core backward");
+            Assert.That(FnaTensorCoreBackward.UsesRegisterKernels(P), Is.True, "D = Dv = 64 or 128 must take the generated dQ and dK/dV kernels");
+
+            var rng = new Random((reference.Tokens * 977) + reference.HeadDim + (bfloat16 ? 1 : 0));
+            var rows = (long)reference.Batch * reference.Tokens;
+            var extra = (long)reference.Batch * reference.AdditionalTokens;
+            ushort[] Data(long n) => TestData.Floats(rng, n).Select(Bits).ToArray();
+            _q = Data(rows * reference.Heads * reference.HeadDim);
+            _k = Data(rows * reference.KvHeads * reference.HeadDim);
+            _v = Data(rows * reference.KvHeads * reference.ValueDim);
+            _ak = Data(extra * reference.KvHeads * reference.HeadDim);
+            _av = Data(extra * reference.KvHeads * reference.ValueDim);
+            _dO = Data(rows * reference.Heads * reference.ValueDim);
+        }
+
+        public ProblemParams P { get; }
+
+        public FnaTileShape Tile { get; }
+
+        public float[] Values(ushort[] bits) => bits.Select(Value).ToArray();
+
+        public AttentionGradients ReferenceGradients()
+        {
+            var extra = _reference.AdditionalTokens > 0;
+            double[] D(ushort[] x) => TestData.ToDouble(Values(x));
+            return ReferenceAttention.NeighborhoodBackward(_reference, D(_q), D(_k), D(_v), D(_dO), extra ? D(_ak) : null, extra ? D(_av) : null);
+        }
+
+        public (ushort[] Query, ushort[] Key, ushort[] Value, ushort[] AdditionalKey, ushort[] AdditionalValue) Backward()
+        {
+            var accelerator = _device.Accelerator;
+            MemoryBuffer1D<ushort, Stride1D.Dense> Upload(ushort[] data) => data.Length > 0 ? accelerator.Allocate1D(data) : accelerator.Allocate1D<ushort>(1);
+            MemoryBuffer1D<ushort, Stride1D.Dense> Zeros(int length)
+            {
+                var buffer = accelerator.Allocate1D<ushort>(Math.Max(length, 1));
+                buffer.MemSetToZero();
+                return buffer;
+            }
+
+            var rows = (long)_reference.Batch * _reference.Tokens;
+            using var tq = Upload(_q);
+            using var tk = Upload(_k);
+            using var tv = Upload(_v);
+            using var tak = Upload(_ak);
+            using var tav = Upload(_av);
+            using var tdO = Upload(_dO);
+            using var output = Zeros(_dO.Length);
+            using var lse = accelerator.Allocate1D<float>(rows * _reference.Heads);
+            lse.MemSetToZero();
+            using var dq = Zeros(_q.Length);
+            using var dk = Zeros(_k.Length);
+            using var dv = Zeros(_v.Length);
+            using var dak = Zeros(_ak.Length);
+            using var dav = Zeros(_av.Length);
+            var stream = accelerator.DefaultStream;
+            if (_bfloat16)
+            {
+                FnaTensorCore.Forward<Bf16Format>(_device, stream, P, Tile, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View);
+                FnaTensorCoreBackward.Backward<Bf16Format, BFloat16Storage>(
+                    _device, stream, P, Tile, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View, tdO.View,
+                    dq.View, dk.View, dv.View, dak.View, dav.View);
+            }
+            else
+            {
+                FnaTensorCore.Forward<Fp16Format>(_device, stream, P, Tile, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View);
+                FnaTensorCoreBackward.Backward<Fp16Format, Float16BitsStorage>(
+                    _device, stream, P, Tile, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View, tdO.View,
+                    dq.View, dk.View, dv.View, dak.View, dav.View);
+            }
+
+            accelerator.Synchronize();
+            ushort[] Read(MemoryBuffer1D<ushort, Stride1D.Dense> b, int length) => b.GetAsArray1D().Take(length).ToArray();
+            return (Read(dq, _q.Length), Read(dk, _k.Length), Read(dv, _v.Length), Read(dak, _ak.Length), Read(dav, _av.Length));
+        }
+
+        private ushort Bits(float x) => _bfloat16 ? BFloat16Conversions.FromSingle(x) : BitConverter.HalfToUInt16Bits((Half)x);
+
+        private float Value(ushort bits) => _bfloat16 ? BFloat16Conversions.ToSingle(bits) : (float)BitConverter.UInt16BitsToHalf(bits);
+    }
+}
