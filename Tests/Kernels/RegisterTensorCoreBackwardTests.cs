@@ -47,7 +47,8 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
                 {
                     // bf16 is left out here: the exact dV reaches 1.6 under the causal axis, and rounding it to bf16 alone
                     // costs 3.7e-3 to 3.9e-3 of the absolute 4e-3 bound (measured: kernel 4.9e-3 in bf16, the same as the
-                    // version-1 kernel). Tolerance.BFloat16Gradient is not loosened.
+                    // version-1 kernel). Tolerance.BFloat16Gradient is not loosened; the bf16 case is judged by
+                    // FlashAttention's rule in Bfloat16TwoWarpGradientsFollowTheToleranceRule.
                     yield return Case($"D{d}_{format}_2D_two_warps_two_blocks", d, bf16, RegisterTensorCoreTests.Visits.Masked,
                         [8, 6], [3, 3], [1, 1], [1, 2], [false, true], 1, 1, 0, [4, 8], [4, 8]);
                 }
@@ -90,6 +91,31 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
             Assert.That(TestData.MaxAbsDiff(expected.AdditionalKey, run.Values(grads.AdditionalKey)), Is.LessThanOrEqualTo(tolerance), "d(additional K)");
             Assert.That(TestData.MaxAbsDiff(expected.AdditionalValue, run.Values(grads.AdditionalValue)), Is.LessThanOrEqualTo(tolerance), "d(additional V)");
         }
+    }
+
+    /// <summary>
+    /// The bf16 2D causal two-warp case left out of <see cref="GeneratedBackwardMatchesReference"/> (its exact dV reaches
+    /// 1.6, where rounding to bf16 alone nearly fills the absolute 4e-3 bound), judged by FlashAttention's rule instead:
+    /// kernel error ≤ 2 × the error of a plain float32 backward whose gradients are rounded to bf16, + the bf16 floor.
+    /// The plain baseline itself must match the Reference to float32 accuracy, so the rule cannot pass vacuously.
+    /// </summary>
+    [Test]
+    public void Bfloat16TwoWarpGradientsFollowTheToleranceRule([Values(64, 128)] int d)
+    {
+        var reference = new NeighborhoodProblem
+        {
+            Batch = 1, Spatial = [8, 6], Heads = 1, KvHeads = 1, HeadDim = d, ValueDim = d, KernelSize = [3, 3],
+            Stride = [1, 1], Dilation = [1, 2], Causal = [false, true], AdditionalTokens = 0,
+        };
+        var run = new Run(kind, reference, new FusedTiles(AxisValues.PerAxis([4, 8]), AxisValues.PerAxis([4, 8])), bfloat16: true);
+        var grads = run.Backward();
+        var expected = run.ReferenceGradients();
+        var plain = run.PlainGradients();
+        Assert.That(TestData.MaxAbsDiff(expected.Value, plain.Value), Is.LessThanOrEqualTo(Tolerance.Float32Gradient), "the float32 baseline itself");
+        float[] Rounded(float[] x) => x.Select(v => BFloat16Conversions.ToSingle(BFloat16Conversions.FromSingle(v))).ToArray();
+        Tolerance.AssertRule(expected.Query, run.Values(grads.Query), Rounded(plain.Query), Tolerance.BFloat16Floor, "dQ");
+        Tolerance.AssertRule(expected.Key, run.Values(grads.Key), Rounded(plain.Key), Tolerance.BFloat16Floor, "dK");
+        Tolerance.AssertRule(expected.Value, run.Values(grads.Value), Rounded(plain.Value), Tolerance.BFloat16Floor, "dV");
     }
 
     [Test]
@@ -184,6 +210,10 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
             double[] D(ushort[] x) => TestData.ToDouble(Values(x));
             return ReferenceAttention.NeighborhoodBackward(_reference, D(_q), D(_k), D(_v), D(_dO), extra ? D(_ak) : null, extra ? D(_av) : null);
         }
+
+        /// <summary>The plain float32 backward on the same (16-bit-rounded) inputs.</summary>
+        public (float[] Query, float[] Key, float[] Value) PlainGradients()
+            => PlainAttention.Backward(_reference, Values(_q), Values(_k), Values(_v), Values(_dO));
 
         public (ushort[] Query, ushort[] Key, ushort[] Value, ushort[] AdditionalKey, ushort[] AdditionalValue) Backward()
         {
