@@ -145,7 +145,7 @@ internal static class BlockSparseTensorCoreKernel
                 }
 
                 Group.Barrier();
-                UpdateOutput<TFormat>(p, warp, g, t, keys, pTile, vTile, rowScale, accumulators, scratch);
+                WarpProducts.RescaleAndAddProductNN<TFormat>(p.ValueDim, warp, g, t, keys, pTile, vTile, rowScale, accumulators, scratch);
             }
         }
 
@@ -259,25 +259,4 @@ internal static class BlockSparseTensorCoreKernel
         rowScale[local] = correction;
     }
 
-    /// <summary>O = O · correction + P·V for this warp's rows, on tensor cores.</summary>
-    private static void UpdateOutput<TFormat>(
-        BlockSparseParams p, int warp, int g, int t, int keys, ArrayView<ushort> pTile, ArrayView<ushort> vTile, ArrayView<float> rowScale,
-        ArrayView<float> accumulators, ArrayView<uint> scratch)
-        where TFormat : struct, IHalfFormat
-    {
-        var scaleTop = rowScale[(warp * 16) + g];
-        var scaleBottom = rowScale[(warp * 16) + g + 8];
-        for (var n = 0; n < p.ValueDim / 8; n++)
-        {
-            var c0 = accumulators[n * 4] * scaleTop;
-            var c1 = accumulators[(n * 4) + 1] * scaleTop;
-            var c2 = accumulators[(n * 4) + 2] * scaleBottom;
-            var c3 = accumulators[(n * 4) + 3] * scaleBottom;
-            WarpProducts.ProductNN<TFormat>(pTile, keys, warp * 16, vTile, p.ValueDim, n * 8, keys, g, t, ref c0, ref c1, ref c2, ref c3, scratch);
-            accumulators[n * 4] = c0;
-            accumulators[(n * 4) + 1] = c1;
-            accumulators[(n * 4) + 2] = c2;
-            accumulators[(n * 4) + 3] = c3;
-        }
-    }
 }

@@ -47,6 +47,32 @@ internal static class WarpProducts
         }
     }
 
+    /// <summary>
+    /// The online-softmax output update of one warp's 16 rows: O = O · correction + P·V, with O in per-lane
+    /// <paramref name="accumulators"/> (4 per 8-column tile of the value dim, C-fragment layout), each row's
+    /// correction in <paramref name="rowScale"/>, P [16·warps × keys] and V [keys × valueDim] 16-bit in shared memory.
+    /// </summary>
+    public static void RescaleAndAddProductNN<TFormat>(
+        int valueDim, int warp, int g, int t, int keys, ArrayView<ushort> pTile, ArrayView<ushort> vTile, ArrayView<float> rowScale,
+        ArrayView<float> accumulators, ArrayView<uint> scratch)
+        where TFormat : struct, IHalfFormat
+    {
+        var scaleTop = rowScale[(warp * 16) + g];
+        var scaleBottom = rowScale[(warp * 16) + g + 8];
+        for (var n = 0; n < valueDim / 8; n++)
+        {
+            var c0 = accumulators[n * 4] * scaleTop;
+            var c1 = accumulators[(n * 4) + 1] * scaleTop;
+            var c2 = accumulators[(n * 4) + 2] * scaleBottom;
+            var c3 = accumulators[(n * 4) + 3] * scaleBottom;
+            ProductNN<TFormat>(pTile, keys, warp * 16, vTile, valueDim, n * 8, keys, g, t, ref c0, ref c1, ref c2, ref c3, scratch);
+            accumulators[n * 4] = c0;
+            accumulators[(n * 4) + 1] = c1;
+            accumulators[(n * 4) + 2] = c2;
+            accumulators[(n * 4) + 3] = c3;
+        }
+    }
+
     /// <summary>Stores a 16×8 f32 tile (times <paramref name="scale"/>) into row-major floats at column <paramref name="col0"/>.</summary>
     public static void Store(ArrayView<float> target, int stride, int row0, int col0, int g, int t, float scale, float c0, float c1, float c2, float c3)
     {

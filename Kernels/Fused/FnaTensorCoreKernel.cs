@@ -125,7 +125,7 @@ internal static class FnaTensorCoreKernel
                     }
 
                     Group.Barrier();
-                    UpdateOutput<TFormat>(p, warp, g, t, keysPerTile, pTile, vTile, rowScale, accumulators, scratch);
+                    WarpProducts.RescaleAndAddProductNN<TFormat>(p.ValueDim, warp, g, t, keysPerTile, pTile, vTile, rowScale, accumulators, scratch);
                 }
             }
         }
@@ -146,7 +146,7 @@ internal static class FnaTensorCoreKernel
             }
 
             Group.Barrier();
-            UpdateOutput<TFormat>(p, warp, g, t, keysPerTile, pTile, vTile, rowScale, accumulators, scratch);
+            WarpProducts.RescaleAndAddProductNN<TFormat>(p.ValueDim, warp, g, t, keysPerTile, pTile, vTile, rowScale, accumulators, scratch);
         }
 
         // Normalise and store: lane (g, t) holds rows g and g + 8 of its warp, columns 2t, 2t+1 of every 8-column tile.
@@ -228,28 +228,6 @@ internal static class FnaTensorCoreKernel
         rowMax[local] = max;
         rowSum[local] = sum;
         rowScale[local] = correction;
-    }
-
-    /// <summary>O = O · correction + P·V for this warp's rows, on tensor cores.</summary>
-    private static void UpdateOutput<TFormat>(
-        ProblemParams p, int warp, int g, int t, int keys, ArrayView<ushort> pTile, ArrayView<ushort> vTile, ArrayView<float> rowScale,
-        ArrayView<float> accumulators, ArrayView<uint> scratch)
-        where TFormat : struct, IHalfFormat
-    {
-        var scaleTop = rowScale[(warp * 16) + g];
-        var scaleBottom = rowScale[(warp * 16) + g + 8];
-        for (var n = 0; n < p.ValueDim / 8; n++)
-        {
-            var c0 = accumulators[n * 4] * scaleTop;
-            var c1 = accumulators[(n * 4) + 1] * scaleTop;
-            var c2 = accumulators[(n * 4) + 2] * scaleBottom;
-            var c3 = accumulators[(n * 4) + 3] * scaleBottom;
-            WarpProducts.ProductNN<TFormat>(pTile, keys, warp * 16, vTile, p.ValueDim, n * 8, keys, g, t, ref c0, ref c1, ref c2, ref c3, scratch);
-            accumulators[n * 4] = c0;
-            accumulators[(n * 4) + 1] = c1;
-            accumulators[(n * 4) + 2] = c2;
-            accumulators[(n * 4) + 3] = c3;
-        }
     }
 
     private static bool Allowed<TMask>(TMask mask, int slot, int a0, int a1, int a2, int extent1, int extent2)
