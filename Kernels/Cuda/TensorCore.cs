@@ -49,6 +49,15 @@ internal static class TensorCore
     public static void Emulate<TFormat>(
         uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ref float c0, ref float c1, ref float c2, ref float c3, ArrayView<uint> scratch)
         where TFormat : struct, IHalfFormat
+        => EmulateFragments<HalfFragmentDot<TFormat>>(a0, a1, a2, a3, b0, b1, ref c0, ref c1, ref c2, ref c3, scratch);
+
+    /// <summary>
+    /// Any m16n8kK product lane by lane, for a fragment layout <typeparamref name="TDot"/> of six 32-bit registers per
+    /// lane (A: 4, B: 2) and the common 16×8 C layout: publish, synchronise the group, sum, synchronise again.
+    /// </summary>
+    public static void EmulateFragments<TDot>(
+        uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ref float c0, ref float c1, ref float c2, ref float c3, ArrayView<uint> scratch)
+        where TDot : struct, IFragmentDot
     {
         var lane = Warp.LaneIdx;
         var mine = scratch.SubView(lane * 6, 6);
@@ -61,16 +70,31 @@ internal static class TensorCore
         Group.Barrier();
         var g = lane / 4;
         var t = lane % 4;
-        c0 += Dot<TFormat>(scratch, g, 2 * t);
-        c1 += Dot<TFormat>(scratch, g, (2 * t) + 1);
-        c2 += Dot<TFormat>(scratch, g + 8, 2 * t);
-        c3 += Dot<TFormat>(scratch, g + 8, (2 * t) + 1);
+        c0 += TDot.Dot(scratch, g, 2 * t);
+        c1 += TDot.Dot(scratch, g, (2 * t) + 1);
+        c2 += TDot.Dot(scratch, g + 8, 2 * t);
+        c3 += TDot.Dot(scratch, g + 8, (2 * t) + 1);
         Group.Barrier();
     }
 
-    /// <summary>Σ_k A(row, k) · B(k, col), reading each element from the lane and register that holds it.</summary>
-    private static float Dot<TFormat>(ArrayView<uint> scratch, int row, int col)
-        where TFormat : struct, IHalfFormat
+    /// <summary>The 16-bit element <paramref name="index"/> (0 = low half) of a packed register.</summary>
+    public static ushort Element(uint packed, int index) => (ushort)(index == 0 ? packed & 0xFFFFu : packed >> 16);
+
+    /// <summary>Packs two 16-bit values, <paramref name="low"/> first.</summary>
+    public static uint Pack(ushort low, ushort high) => low | ((uint)high << 16);
+}
+
+/// <summary>One output element of an emulated mma: Σ_k A(row, k) · B(k, col) read from the published fragments.</summary>
+internal interface IFragmentDot
+{
+    static abstract float Dot(ArrayView<uint> scratch, int row, int col);
+}
+
+/// <summary>m16n8k16 with 16-bit inputs (two per register, the lower k in the low half), per the PTX ISA.</summary>
+internal readonly struct HalfFragmentDot<TFormat> : IFragmentDot
+    where TFormat : struct, IHalfFormat
+{
+    public static float Dot(ArrayView<uint> scratch, int row, int col)
     {
         var sum = 0f;
         for (var k = 0; k < 16; k++)
@@ -79,17 +103,11 @@ internal static class TensorCore
             var aReg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
             var bLane = (col * 4) + ((k % 8) / 2);
             var bReg = 4 + (k >= 8 ? 1 : 0);
-            var a = Element(scratch[(aLane * 6) + aReg], k % 2);
-            var b = Element(scratch[(bLane * 6) + bReg], k % 2);
+            var a = TensorCore.Element(scratch[(aLane * 6) + aReg], k % 2);
+            var b = TensorCore.Element(scratch[(bLane * 6) + bReg], k % 2);
             sum += TFormat.ToFloat(a) * TFormat.ToFloat(b);
         }
 
         return sum;
     }
-
-    /// <summary>The 16-bit element <paramref name="index"/> (0 = low half) of a packed register.</summary>
-    public static ushort Element(uint packed, int index) => (ushort)(index == 0 ? packed & 0xFFFFu : packed >> 16);
-
-    /// <summary>Packs two 16-bit values, <paramref name="low"/> first.</summary>
-    public static uint Pack(ushort low, ushort high) => low | ((uint)high << 16);
 }

@@ -52,46 +52,13 @@ internal static class Tf32
     }
 
     /// <summary>
-    /// The m16n8k8 product lane by lane: each lane publishes its six registers to its warp's
-    /// <see cref="TensorCore.ScratchWordsPerWarp"/> words, the group synchronises, and each lane sums its four
-    /// outputs over k = 0…7 from the published fragments. Group-wide barriers: uniform calls only.
+    /// The m16n8k8 product lane by lane (<see cref="TensorCore.EmulateFragments{TDot}"/> with the TF32 layout):
+    /// each lane publishes its six registers, the group synchronises, each lane sums its four outputs over k = 0…7.
+    /// Group-wide barriers: uniform calls only.
     /// </summary>
     public static void Emulate(
         uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ref float c0, ref float c1, ref float c2, ref float c3, ArrayView<uint> scratch)
-    {
-        var lane = Warp.LaneIdx;
-        var mine = scratch.SubView(lane * 6, 6);
-        mine[0] = a0;
-        mine[1] = a1;
-        mine[2] = a2;
-        mine[3] = a3;
-        mine[4] = b0;
-        mine[5] = b1;
-        Group.Barrier();
-        var g = lane / 4;
-        var t = lane % 4;
-        c0 += Dot(scratch, g, 2 * t);
-        c1 += Dot(scratch, g, (2 * t) + 1);
-        c2 += Dot(scratch, g + 8, 2 * t);
-        c3 += Dot(scratch, g + 8, (2 * t) + 1);
-        Group.Barrier();
-    }
-
-    /// <summary>Σ_k A(row, k) · B(k, col) over k = 0…7, each element read from the lane and register that holds it.</summary>
-    private static float Dot(ArrayView<uint> scratch, int row, int col)
-    {
-        var sum = 0f;
-        for (var k = 0; k < 8; k++)
-        {
-            var aLane = ((row % 8) * 4) + (k % 4);
-            var aReg = (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0);
-            var bLane = (col * 4) + (k % 4);
-            var bReg = 4 + (k >= 4 ? 1 : 0);
-            sum += Interop.IntAsFloat(scratch[(aLane * 6) + aReg]) * Interop.IntAsFloat(scratch[(bLane * 6) + bReg]);
-        }
-
-        return sum;
-    }
+        => TensorCore.EmulateFragments<Tf32FragmentDot>(a0, a1, a2, a3, b0, b1, ref c0, ref c1, ref c2, ref c3, scratch);
 
     /// <summary>C(16×8) += A[aRow0…+16, 0…k) · B[bRow0…+8, 0…k)ᵀ on TF32-rounded floats (k a multiple of 8).</summary>
     public static void ProductNT(
@@ -127,4 +94,23 @@ internal static class Tf32
     }
 
     private static uint Bits(ArrayView<float> values, int index) => Interop.FloatAsInt(values[index]);
+}
+
+/// <summary>m16n8k8 with TF32 inputs (one per register): A a0..a3 = (g, t), (g+8, t), (g, t+4), (g+8, t+4); B b0, b1 = (t, g), (t+4, g).</summary>
+internal readonly struct Tf32FragmentDot : IFragmentDot
+{
+    public static float Dot(ArrayView<uint> scratch, int row, int col)
+    {
+        var sum = 0f;
+        for (var k = 0; k < 8; k++)
+        {
+            var aLane = ((row % 8) * 4) + (k % 4);
+            var aReg = (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0);
+            var bLane = (col * 4) + (k % 4);
+            var bReg = 4 + (k >= 4 ? 1 : 0);
+            sum += Interop.IntAsFloat(scratch[(aLane * 6) + aReg]) * Interop.IntAsFloat(scratch[(bLane * 6) + bReg]);
+        }
+
+        return sum;
+    }
 }
