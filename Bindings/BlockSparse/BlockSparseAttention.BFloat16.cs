@@ -27,9 +27,9 @@ public static partial class BlockSparseAttention
         var problem = ProblemValidator.ValidateBlockSparse(shape, mask, options, ElementType.BFloat16);
         ProblemValidator.CheckBlockSparseForward(problem, tensors);
         var backend = BlockSparseBackends.Choose(problem, options.Backend, AttentionPass.Forward);
-        if (backend is FusedBlockSparseBackend fused)
+        if (backend is DeviceBlockSparseBackend device)
         {
-            fused.ForwardBFloat16(problem, tensors);
+            device.ForwardBFloat16(problem, tensors);
             return;
         }
 
@@ -71,9 +71,9 @@ public static partial class BlockSparseAttention
         var problem = ProblemValidator.ValidateBlockSparse(shape, mask, options, ElementType.BFloat16, !biasGradient.IsEmpty);
         ProblemValidator.CheckBlockSparseBackward(problem, tensors);
         var backend = BlockSparseBackends.Choose(problem, options.Backend, AttentionPass.Backward);
-        if (backend is FusedBlockSparseBackend fused)
+        if (backend is DeviceBlockSparseBackend device)
         {
-            fused.BackwardBFloat16(problem, tensors);
+            device.BackwardBFloat16(problem, tensors);
             return;
         }
 

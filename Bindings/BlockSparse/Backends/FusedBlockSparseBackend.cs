@@ -1,6 +1,4 @@
 using ILGPU;
-using System.Numerics;
-using System.Runtime.InteropServices;
 using ILGPU.Runtime;
 using Natten.Kernels.BlockSparse;
 using Natten.Kernels.Common;
@@ -15,29 +13,13 @@ namespace Natten.BlockSparse;
 /// backward the row term (one float per query row), plus the bias gradient's workspace when one is asked
 /// for (<see cref="BiasGradientTarget.WorkspaceFloats"/>), and is deterministic (no atomics).
 /// </summary>
-internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
+internal sealed class FusedBlockSparseBackend : DeviceBlockSparseBackend
 {
-    public string Name => "fused";
+    public override string Name => "fused";
 
-    public string Description => "fused block-sparse ILGPU kernels (forward and deterministic backward, float32 math, online softmax; fp16/bf16 forward on tensor cores when D % 16 == 0 and Dv % 8 == 0)";
+    public override string Description => "fused block-sparse ILGPU kernels (forward and deterministic backward, float32 math, online softmax; fp16/bf16 forward on tensor cores when D % 16 == 0 and Dv % 8 == 0)";
 
-    public bool CanRun(BlockSparseProblem problem, AttentionPass pass, out string reason)
-    {
-        ComputeDevice device;
-        try
-        {
-            device = DeviceRuntime.Default;
-        }
-        catch (InvalidOperationException ex)
-        {
-            reason = ex.Message;
-            return false;
-        }
-
-        return CanRunOn(device, problem, pass, out reason);
-    }
-
-    public bool CanRunOn(ComputeDevice device, BlockSparseProblem problem, AttentionPass pass, out string reason)
+    public override bool CanRunOn(ComputeDevice device, BlockSparseProblem problem, AttentionPass pass, out string reason)
     {
         var p = problem.ToParams();
 
@@ -67,8 +49,7 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
         return true;
     }
 
-    public void Forward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceForward<TD> views)
-        where TD : unmanaged
+    public override void Forward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceForward<TD> views)
     {
         var mask = problem.Mask.OnDevice(device);
         var bias = problem.Bias?.OnDevice(device) ?? BlockSparseDispatch.NoBias;
@@ -90,8 +71,7 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
         BlockSparseDispatch.Run(mask.ElementMask, bias, pass);
     }
 
-    public void Backward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceBackward<TD> views, ArrayView<float> biasGradient)
-        where TD : unmanaged
+    public override void Backward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceBackward<TD> views, ArrayView<float> biasGradient)
     {
         var mask = problem.Mask.OnDevice(device);
         var bias = problem.Bias?.OnDevice(device) ?? BlockSparseDispatch.NoBias;
@@ -111,86 +91,6 @@ internal sealed class FusedBlockSparseBackend : IDeviceBlockSparseBackend
             _ => throw new NotSupportedException($"Element type {typeof(TD).Name} is not supported."),
         };
         BlockSparseDispatch.Run(mask.ElementMask, bias, pass);
-    }
-
-    public void Forward<T>(BlockSparseProblem problem, in ForwardTensors<T> tensors)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-    {
-        if (typeof(T) == typeof(float))
-        {
-            HostForward<float, T>(problem, tensors);
-        }
-        else
-        {
-            HostForward<ILGPU.Half, T>(problem, tensors);
-        }
-    }
-
-    public void Backward<T>(BlockSparseProblem problem, in BackwardTensors<T> tensors)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-    {
-        if (typeof(T) == typeof(float))
-        {
-            HostBackward<float, T>(problem, tensors);
-        }
-        else
-        {
-            HostBackward<ILGPU.Half, T>(problem, tensors);
-        }
-    }
-
-    /// <summary>bfloat16 storage (ushort bits): the kernels load bf16 and compute in float32.</summary>
-    public void ForwardBFloat16(BlockSparseProblem problem, in ForwardTensors<ushort> tensors) => HostForward<ushort, ushort>(problem, tensors);
-
-    /// <summary>bfloat16 storage (ushort bits) for the backward.</summary>
-    public void BackwardBFloat16(BlockSparseProblem problem, in BackwardTensors<ushort> tensors) => HostBackward<ushort, ushort>(problem, tensors);
-
-    private void HostForward<TD, T>(BlockSparseProblem problem, in ForwardTensors<T> t)
-        where TD : unmanaged
-        where T : unmanaged
-    {
-        var device = DeviceRuntime.Default;
-        using var q = HostTransfer.Upload<TD, T>(device, t.Query);
-        using var k = HostTransfer.Upload<TD, T>(device, t.Key);
-        using var v = HostTransfer.Upload<TD, T>(device, t.Value);
-        using var o = device.Accelerator.Allocate1D<TD>(problem.OutputLength);
-        using var lse = device.Accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
-        var stream = device.Accelerator.DefaultStream;
-        Forward(device, stream, problem, new DeviceForward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View));
-        stream.Synchronize();
-        HostTransfer.Download(o, MemoryMarshal.Cast<T, TD>(t.Output));
-        HostTransfer.Download(lse, t.LogSumExp);
-    }
-
-    private void HostBackward<TD, T>(BlockSparseProblem problem, in BackwardTensors<T> t)
-        where TD : unmanaged
-        where T : unmanaged
-    {
-        var device = DeviceRuntime.Default;
-        var accelerator = device.Accelerator;
-        using var q = HostTransfer.Upload<TD, T>(device, t.Query);
-        using var k = HostTransfer.Upload<TD, T>(device, t.Key);
-        using var v = HostTransfer.Upload<TD, T>(device, t.Value);
-        using var o = HostTransfer.Upload<TD, T>(device, t.Output);
-        using var lse = HostTransfer.Upload<float, float>(device, t.LogSumExp);
-        using var dO = HostTransfer.Upload<TD, T>(device, t.OutputGrad);
-        using var dq = accelerator.Allocate1D<TD>(problem.QueryLength);
-        using var dk = accelerator.Allocate1D<TD>(problem.KeyLength);
-        using var dv = accelerator.Allocate1D<TD>(problem.ValueLength);
-        using var dBias = accelerator.Allocate1D<float>(problem.BiasGradient ? problem.Bias!.Length : 0);
-        var stream = accelerator.DefaultStream;
-        Backward(
-            device, stream, problem,
-            new DeviceBackward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View, dO.View, dq.View, dk.View, dv.View, default, default),
-            dBias.View);
-        stream.Synchronize();
-        HostTransfer.Download(dq, MemoryMarshal.Cast<T, TD>(t.QueryGrad));
-        HostTransfer.Download(dk, MemoryMarshal.Cast<T, TD>(t.KeyGrad));
-        HostTransfer.Download(dv, MemoryMarshal.Cast<T, TD>(t.ValueGrad));
-        if (problem.BiasGradient)
-        {
-            HostTransfer.Download(dBias, t.BiasGradient);
-        }
     }
 
     /// <summary>

@@ -1,5 +1,3 @@
-using System.Numerics;
-using System.Runtime.InteropServices;
 using ILGPU.Runtime;
 using Natten.Kernels.BlockSparse;
 using Natten.Kernels.Common;
@@ -15,29 +13,13 @@ namespace Natten.BlockSparse;
 /// holds P and dS as two such workspaces; it is deterministic (one writer per gradient element, fixed order).
 /// </summary>
 /// <param name="workspaceCap">Most bytes of score workspace per launch sequence (more batch entries run in turn); tests lower it.</param>
-internal sealed class NaiveBlockSparseBackend(long workspaceCap = NaiveBlockSparseLauncher.WorkspaceBudgetBytes) : IDeviceBlockSparseBackend
+internal sealed class NaiveBlockSparseBackend(long workspaceCap = NaiveBlockSparseLauncher.WorkspaceBudgetBytes) : DeviceBlockSparseBackend
 {
-    public string Name => "naive";
+    public override string Name => "naive";
 
-    public string Description => "unfused block-sparse ILGPU baseline (dense masked scores, softmax, P·V through an [H, Nq, Nk] workspace; dense backward)";
+    public override string Description => "unfused block-sparse ILGPU baseline (dense masked scores, softmax, P·V through an [H, Nq, Nk] workspace; dense backward)";
 
-    public bool CanRun(BlockSparseProblem problem, AttentionPass pass, out string reason)
-    {
-        ComputeDevice device;
-        try
-        {
-            device = DeviceRuntime.Default;
-        }
-        catch (InvalidOperationException ex)
-        {
-            reason = ex.Message;
-            return false;
-        }
-
-        return CanRunOn(device, problem, pass, out reason);
-    }
-
-    public bool CanRunOn(ComputeDevice device, BlockSparseProblem problem, AttentionPass pass, out string reason)
+    public override bool CanRunOn(ComputeDevice device, BlockSparseProblem problem, AttentionPass pass, out string reason)
     {
         if (pass == AttentionPass.Backward && problem.BiasGradient)
         {
@@ -67,8 +49,7 @@ internal sealed class NaiveBlockSparseBackend(long workspaceCap = NaiveBlockSpar
         return true;
     }
 
-    public void Forward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceForward<TD> views)
-        where TD : unmanaged
+    public override void Forward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceForward<TD> views)
     {
         var mask = problem.Mask.OnDevice(device);
         var bias = problem.Bias?.OnDevice(device) ?? BlockSparseDispatch.NoBias;
@@ -87,8 +68,7 @@ internal sealed class NaiveBlockSparseBackend(long workspaceCap = NaiveBlockSpar
         BlockSparseDispatch.Run(mask.ElementMask, bias, pass);
     }
 
-    public void Backward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceBackward<TD> views, ILGPU.ArrayView<float> biasGradient)
-        where TD : unmanaged
+    public override void Backward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceBackward<TD> views, ILGPU.ArrayView<float> biasGradient)
     {
         if (biasGradient.Length > 0)
         {
@@ -110,74 +90,5 @@ internal sealed class NaiveBlockSparseBackend(long workspaceCap = NaiveBlockSpar
             _ => throw new NotSupportedException($"Element type {typeof(TD).Name} is not supported."),
         };
         BlockSparseDispatch.Run(mask.ElementMask, bias, pass);
-    }
-
-    public void Forward<T>(BlockSparseProblem problem, in ForwardTensors<T> tensors)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-    {
-        if (typeof(T) == typeof(float))
-        {
-            HostForward<float, T>(problem, tensors);
-        }
-        else
-        {
-            HostForward<ILGPU.Half, T>(problem, tensors);
-        }
-    }
-
-    public void Backward<T>(BlockSparseProblem problem, in BackwardTensors<T> tensors)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-    {
-        if (typeof(T) == typeof(float))
-        {
-            HostBackward<float, T>(problem, tensors);
-        }
-        else
-        {
-            HostBackward<ILGPU.Half, T>(problem, tensors);
-        }
-    }
-
-    private void HostBackward<TD, T>(BlockSparseProblem problem, in BackwardTensors<T> t)
-        where TD : unmanaged
-        where T : unmanaged
-    {
-        var device = DeviceRuntime.Default;
-        var accelerator = device.Accelerator;
-        using var q = HostTransfer.Upload<TD, T>(device, t.Query);
-        using var k = HostTransfer.Upload<TD, T>(device, t.Key);
-        using var v = HostTransfer.Upload<TD, T>(device, t.Value);
-        using var o = HostTransfer.Upload<TD, T>(device, t.Output);
-        using var lse = HostTransfer.Upload<float, float>(device, t.LogSumExp);
-        using var dO = HostTransfer.Upload<TD, T>(device, t.OutputGrad);
-        using var dq = accelerator.Allocate1D<TD>(problem.QueryLength);
-        using var dk = accelerator.Allocate1D<TD>(problem.KeyLength);
-        using var dv = accelerator.Allocate1D<TD>(problem.ValueLength);
-        var stream = accelerator.DefaultStream;
-        Backward(
-            device, stream, problem,
-            new DeviceBackward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View, dO.View, dq.View, dk.View, dv.View, default, default),
-            ILGPU.ArrayView<float>.Empty);
-        stream.Synchronize();
-        HostTransfer.Download(dq, MemoryMarshal.Cast<T, TD>(t.QueryGrad));
-        HostTransfer.Download(dk, MemoryMarshal.Cast<T, TD>(t.KeyGrad));
-        HostTransfer.Download(dv, MemoryMarshal.Cast<T, TD>(t.ValueGrad));
-    }
-
-    private void HostForward<TD, T>(BlockSparseProblem problem, in ForwardTensors<T> t)
-        where TD : unmanaged
-        where T : unmanaged
-    {
-        var device = DeviceRuntime.Default;
-        using var q = HostTransfer.Upload<TD, T>(device, t.Query);
-        using var k = HostTransfer.Upload<TD, T>(device, t.Key);
-        using var v = HostTransfer.Upload<TD, T>(device, t.Value);
-        using var o = device.Accelerator.Allocate1D<TD>(problem.OutputLength);
-        using var lse = device.Accelerator.Allocate1D<float>(t.LogSumExp.IsEmpty ? 0 : problem.LseLength);
-        var stream = device.Accelerator.DefaultStream;
-        Forward(device, stream, problem, new DeviceForward<TD>(q.View, k.View, v.View, default, default, o.View, lse.View));
-        stream.Synchronize();
-        HostTransfer.Download(o, MemoryMarshal.Cast<T, TD>(t.Output));
-        HostTransfer.Download(lse, t.LogSumExp);
     }
 }
