@@ -14,10 +14,8 @@ namespace Natten.Codegen;
 /// per-element mask, P = exp2(S·scale·log2 e − LSE·log2 e), dS = P ∘ (dP − D) in place, then dS rounded and packed
 /// in pairs is the A fragment of dQ += dS·K (the C → A register identity the forward uses for P).
 /// </remarks>
-public sealed class FnaRegisterBackwardGenerator
+public sealed class FnaRegisterBackwardGenerator : CodeWriter
 {
-    private readonly StringBuilder _text = new();
-    private int _indent;
 
     private readonly bool _keyValue;
 
@@ -97,7 +95,7 @@ public sealed class FnaRegisterBackwardGenerator
         LoadRows();
         Store();
         Close();
-        return _text.ToString();
+        return Text;
     }
 
     private void FileHeader()
@@ -418,7 +416,7 @@ public sealed class FnaRegisterBackwardGenerator
         LoadRows();
         KeyValueStore();
         Close();
-        return _text.ToString();
+        return Text;
     }
 
     private void KeyValueEntry()
@@ -620,35 +618,4 @@ public sealed class FnaRegisterBackwardGenerator
     }
 
     private static string A(int step, int register) => string.Create(CultureInfo.InvariantCulture, $"K{step}A{register}");
-
-    private static string C(int tile, int register) => string.Create(CultureInfo.InvariantCulture, $"N{tile}C{register}");
-
-    private static string Plus(int offset) => offset == 0 ? string.Empty : string.Create(CultureInfo.InvariantCulture, $" + {offset}");
-
-    private static string Refs(string owner, int tile)
-        => $"ref {owner}.{C(tile, 0)}, ref {owner}.{C(tile, 1)}, ref {owner}.{C(tile, 2)}, ref {owner}.{C(tile, 3)}";
-
-    private void Inline() => Line("[MethodImpl(MethodImplOptions.AggressiveInlining)]");
-
-    private void Open()
-    {
-        Line("{");
-        _indent++;
-    }
-
-    private void Close()
-    {
-        _indent--;
-        Line("}");
-    }
-
-    private void Line(string text = "")
-    {
-        if (text.Length > 0)
-        {
-            _text.Append(' ', _indent * 4).Append(text);
-        }
-
-        _text.Append('\n');
-    }
 }

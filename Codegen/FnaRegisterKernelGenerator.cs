@@ -14,10 +14,8 @@ namespace Natten.Codegen;
 /// n-tile. So the C registers of S n-tiles 2j and 2j + 1 (keys 16j … 16j + 15), rounded and packed in pairs,
 /// are exactly the A registers of the P·V k-step j: P never leaves the registers.
 /// </remarks>
-public sealed class FnaRegisterKernelGenerator
+public sealed class FnaRegisterKernelGenerator : CodeWriter
 {
-    private readonly StringBuilder _text = new();
-    private int _indent;
 
     private FnaRegisterKernelGenerator(int headDim, int keyChunk)
     {
@@ -88,7 +86,7 @@ public sealed class FnaRegisterKernelGenerator
         UpdateOutput();
         Store();
         Close();
-        return _text.ToString();
+        return Text;
     }
 
     private void Header()
@@ -523,36 +521,4 @@ public sealed class FnaRegisterKernelGenerator
     }
 
     private static string Q(int step, int register) => string.Create(CultureInfo.InvariantCulture, $"K{step}A{register}");
-
-    private static string C(int tile, int register) => string.Create(CultureInfo.InvariantCulture, $"N{tile}C{register}");
-
-    /// <summary>" + n" for a non-zero constant offset, nothing for 0.</summary>
-    private static string Plus(int offset) => offset == 0 ? string.Empty : string.Create(CultureInfo.InvariantCulture, $" + {offset}");
-
-    private static string Refs(string owner, int tile)
-        => $"ref {owner}.{C(tile, 0)}, ref {owner}.{C(tile, 1)}, ref {owner}.{C(tile, 2)}, ref {owner}.{C(tile, 3)}";
-
-    private void Inline() => Line("[MethodImpl(MethodImplOptions.AggressiveInlining)]");
-
-    private void Open()
-    {
-        Line("{");
-        _indent++;
-    }
-
-    private void Close()
-    {
-        _indent--;
-        Line("}");
-    }
-
-    private void Line(string text = "")
-    {
-        if (text.Length > 0)
-        {
-            _text.Append(' ', _indent * 4).Append(text);
-        }
-
-        _text.Append('\n');
-    }
 }
