@@ -279,8 +279,7 @@ internal static class BlockSparseProfile
         private readonly ElementType _type;
         private readonly Tensor _query, _key, _value, _outputGrad, _output, _queryGrad, _keyGrad, _valueGrad;
         private readonly float[] _lse;
-        private AttentionDevice? _device;
-        private IDeviceTensor[]? _resident;
+        private DeviceCopies? _device;
         private bool _residentForwardStale = true;
 
         public Inputs(BlockSparseShape shape, ElementType type, int seed)
@@ -394,75 +393,47 @@ internal static class BlockSparseProfile
             }
         }
 
-        public void Dispose()
-        {
-            foreach (var tensor in _resident ?? [])
-            {
-                ((IDisposable)tensor).Dispose();
-            }
-        }
-
-        /// <summary>q, k, v, dO, o, lse, dq, dk, dv on the default accelerator (inputs uploaded on first use).</summary>
-        private (DeviceTensor<T> Q, DeviceTensor<T> K, DeviceTensor<T> V, DeviceTensor<T> DO, DeviceTensor<T> O, DeviceTensor<float> Lse,
-            DeviceTensor<T> Dq, DeviceTensor<T> Dk, DeviceTensor<T> Dv) Resident<T>()
-            where T : unmanaged
-        {
-            if (_resident is null)
-            {
-                _device = AttentionDevice.Default;
-                DeviceTensor<T> Up(Tensor t) => _device.Upload<T>(t.Data<T>(), t.Length);
-                DeviceTensor<T> Alloc(Tensor t) => _device.Allocate<T>(t.Length);
-                _resident =
-                [
-                    Up(_query), Up(_key), Up(_value), Up(_outputGrad), Alloc(_output), _device.Allocate<float>(_lse.Length),
-                    Alloc(_queryGrad), Alloc(_keyGrad), Alloc(_valueGrad),
-                ];
-                _device.Synchronize();
-            }
-
-            var r = _resident;
-            return ((DeviceTensor<T>)r[0], (DeviceTensor<T>)r[1], (DeviceTensor<T>)r[2], (DeviceTensor<T>)r[3], (DeviceTensor<T>)r[4],
-                (DeviceTensor<float>)r[5], (DeviceTensor<T>)r[6], (DeviceTensor<T>)r[7], (DeviceTensor<T>)r[8]);
-        }
+        public void Dispose() => _device?.Dispose();
 
         private void DeviceForward<T>(BlockMask mask, BlockSparseOptions options)
             where T : unmanaged
         {
-            var r = Resident<T>();
+            var d = _device ??= new DeviceCopies();
+            var (q, k, v, o, lse) = (d.Input<T>(_query), d.Input<T>(_key), d.Input<T>(_value), d.Output<T>(_output), d.Output(_lse));
             if (_type == ElementType.BFloat16)
             {
-                BlockSparseAttention.ForwardBFloat16(As(r.Q), As(r.K), As(r.V), mask, _shape, options, As(r.O), r.Lse);
+                BlockSparseAttention.ForwardBFloat16(DeviceCopies.Bits(q), DeviceCopies.Bits(k), DeviceCopies.Bits(v), mask, _shape, options, DeviceCopies.Bits(o), lse);
             }
             else
             {
-                BlockSparseAttention.Forward(r.Q, r.K, r.V, mask, _shape, options, r.O, r.Lse);
+                BlockSparseAttention.Forward(q, k, v, mask, _shape, options, o, lse);
             }
         }
 
         private void DeviceBackward<T>(BlockMask mask, BlockSparseOptions options)
             where T : unmanaged
         {
-            var r = Resident<T>();
+            var d = _device ??= new DeviceCopies();
             if (_residentForwardStale)
             {
-                r.O.CopyFrom(_output.Data<T>());
-                r.Lse.CopyFrom(_lse);
+                d.Refresh<T>(_output);
+                d.Refresh(_lse);
                 _residentForwardStale = false;
             }
 
+            var (q, k, v, o, lse, dO) = (d.Input<T>(_query), d.Input<T>(_key), d.Input<T>(_value), d.Output<T>(_output), d.Output(_lse), d.Input<T>(_outputGrad));
+            var (dq, dk, dv) = (d.Output<T>(_queryGrad), d.Output<T>(_keyGrad), d.Output<T>(_valueGrad));
             if (_type == ElementType.BFloat16)
             {
-                BlockSparseAttention.BackwardBFloat16(As(r.Q), As(r.K), As(r.V), As(r.O), r.Lse, As(r.DO), mask, _shape, options, As(r.Dq), As(r.Dk), As(r.Dv));
+                BlockSparseAttention.BackwardBFloat16(
+                    DeviceCopies.Bits(q), DeviceCopies.Bits(k), DeviceCopies.Bits(v), DeviceCopies.Bits(o), lse, DeviceCopies.Bits(dO), mask, _shape, options,
+                    DeviceCopies.Bits(dq), DeviceCopies.Bits(dk), DeviceCopies.Bits(dv));
             }
             else
             {
-                BlockSparseAttention.Backward(r.Q, r.K, r.V, r.O, r.Lse, r.DO, mask, _shape, options, r.Dq, r.Dk, r.Dv);
+                BlockSparseAttention.Backward(q, k, v, o, lse, dO, mask, _shape, options, dq, dk, dv);
             }
         }
-
-        private static DeviceTensor<ushort> As<T>(DeviceTensor<T> tensor)
-            where T : unmanaged
-            => (DeviceTensor<ushort>)(object)tensor;
     }
 
     private sealed class Report(Setup setup, BlockMask mask, MaskStats stats, double forwardFlops, List<ProfileCommand.Measurement> results)

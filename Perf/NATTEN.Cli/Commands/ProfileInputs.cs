@@ -14,7 +14,7 @@ internal sealed class ProfileInputs : IDisposable
     private readonly Tensor _query, _key, _value, _additionalKey, _additionalValue, _outputGrad;
     private readonly Tensor _output, _queryGrad, _keyGrad, _valueGrad, _additionalKeyGrad, _additionalValueGrad;
     private readonly float[] _lse;
-    private Resident? _resident;
+    private DeviceCopies? _device;
     private bool _residentForwardStale = true;
 
     public ProfileInputs(AttentionShape shape, ElementType type, int seed)
@@ -52,7 +52,7 @@ internal sealed class ProfileInputs : IDisposable
     public static bool IsDeviceResident(string? backend) => backend is not null && AttentionBackends.RunsOnDeviceTensors(backend);
 
     /// <summary>Waits for the device-resident work queued so far (nothing to wait for on host spans).</summary>
-    public void Synchronize() => _resident?.Synchronize();
+    public void Synchronize() => _device?.Synchronize();
 
     /// <param name="options">Neighborhood and backend.</param>
     /// <param name="synchronize">On device-resident tensors, wait for the call before returning.</param>
@@ -60,7 +60,24 @@ internal sealed class ProfileInputs : IDisposable
     {
         if (IsDeviceResident(options.Backend))
         {
-            Device().Forward(options, synchronize);
+            switch (_type)
+            {
+                case ElementType.Float16:
+                    DeviceForward<Half>(options);
+                    break;
+                case ElementType.BFloat16:
+                    DeviceForward<ushort>(options);
+                    break;
+                default:
+                    DeviceForward<float>(options);
+                    break;
+            }
+
+            if (synchronize)
+            {
+                Synchronize();
+            }
+
             return;
         }
 
@@ -127,14 +144,24 @@ internal sealed class ProfileInputs : IDisposable
     {
         if (IsDeviceResident(options.Backend))
         {
-            var device = Device();
-            if (_residentForwardStale)
+            switch (_type)
             {
-                device.LoadForwardResult(_output, _lse);
-                _residentForwardStale = false;
+                case ElementType.Float16:
+                    DeviceBackward<Half>(options);
+                    break;
+                case ElementType.BFloat16:
+                    DeviceBackward<ushort>(options);
+                    break;
+                default:
+                    DeviceBackward<float>(options);
+                    break;
             }
 
-            device.Backward(options, synchronize);
+            if (synchronize)
+            {
+                Synchronize();
+            }
+
             return;
         }
 
@@ -160,125 +187,124 @@ internal sealed class ProfileInputs : IDisposable
         }
     }
 
-    public void Dispose() => _resident?.Dispose();
+    public void Dispose() => _device?.Dispose();
 
-    private Resident Device() => _resident ??= _type switch
-    {
-        ElementType.Float16 => new Resident<Half>(this, t => t.F16!),
-        ElementType.BFloat16 => new Resident<ushort>(this, t => t.Bf16!),
-        _ => new Resident<float>(this, t => t.F32!),
-    };
-
-    /// <summary>The problem's tensors on the default accelerator (inputs uploaded once).</summary>
-    private abstract class Resident : IDisposable
-    {
-        public abstract void Forward(NeighborhoodAttentionOptions options, bool synchronize);
-
-        public abstract void Backward(NeighborhoodAttentionOptions options, bool synchronize);
-
-        public abstract void Synchronize();
-
-        public abstract void LoadForwardResult(Tensor output, float[] lse);
-
-        public abstract void Dispose();
-    }
-
-    private sealed class Resident<T> : Resident
+    private void DeviceForward<T>(NeighborhoodAttentionOptions options)
         where T : unmanaged
     {
-        private readonly ProfileInputs _inputs;
-        private readonly AttentionDevice _device = AttentionDevice.Default;
-        private readonly DeviceTensor<T> _q, _k, _v, _ak, _av, _dO, _o, _dq, _dk, _dv, _dak, _dav;
-        private readonly DeviceTensor<float> _lse;
-
-        public Resident(ProfileInputs inputs, Func<Tensor, T[]> data)
+        var d = _device ??= new DeviceCopies();
+        var (q, k, v, o, lse) = (d.Input<T>(_query), d.Input<T>(_key), d.Input<T>(_value), d.Output<T>(_output), d.Output(_lse));
+        if (_type == ElementType.BFloat16)
         {
-            _inputs = inputs;
-            DeviceTensor<T> Up(Tensor t) => _device.Upload<T>(data(t), t.Length);
-            DeviceTensor<T> Alloc(Tensor t) => _device.Allocate<T>(t.Length);
-            (_q, _k, _v, _ak, _av, _dO) = (Up(inputs._query), Up(inputs._key), Up(inputs._value), Up(inputs._additionalKey), Up(inputs._additionalValue), Up(inputs._outputGrad));
-            (_o, _dq, _dk, _dv, _dak, _dav) = (Alloc(inputs._output), Alloc(inputs._queryGrad), Alloc(inputs._keyGrad), Alloc(inputs._valueGrad),
-                Alloc(inputs._additionalKeyGrad), Alloc(inputs._additionalValueGrad));
-            _lse = _device.Allocate<float>(inputs._lse.Length);
-            _device.Synchronize();
-        }
-
-        private bool Bf16 => _inputs._type == ElementType.BFloat16;
-
-        public override void Synchronize() => _device.Synchronize();
-
-        public override void Forward(NeighborhoodAttentionOptions options, bool synchronize)
-        {
-            var shape = _inputs._shape;
-            if (Bf16)
+            if (HasAdditional)
             {
-                var (q, k, v, o) = (As(_q), As(_k), As(_v), As(_o));
-                if (_inputs.HasAdditional)
-                {
-                    NeighborhoodAttention.ForwardBFloat16(q, k, v, As(_ak), As(_av), shape, options, o, _lse);
-                }
-                else
-                {
-                    NeighborhoodAttention.ForwardBFloat16(q, k, v, shape, options, o, _lse);
-                }
-            }
-            else if (_inputs.HasAdditional)
-            {
-                NeighborhoodAttention.Forward(_q, _k, _v, _ak, _av, shape, options, _o, _lse);
+                NeighborhoodAttention.ForwardBFloat16(
+                    DeviceCopies.Bits(q), DeviceCopies.Bits(k), DeviceCopies.Bits(v), DeviceCopies.Bits(d.Input<T>(_additionalKey)),
+                    DeviceCopies.Bits(d.Input<T>(_additionalValue)), _shape, options, DeviceCopies.Bits(o), lse);
             }
             else
             {
-                NeighborhoodAttention.Forward(_q, _k, _v, shape, options, _o, _lse);
-            }
-
-            if (synchronize)
-            {
-                _device.Synchronize();
+                NeighborhoodAttention.ForwardBFloat16(DeviceCopies.Bits(q), DeviceCopies.Bits(k), DeviceCopies.Bits(v), _shape, options, DeviceCopies.Bits(o), lse);
             }
         }
-
-        public override void Backward(NeighborhoodAttentionOptions options, bool synchronize)
+        else if (HasAdditional)
         {
-            var shape = _inputs._shape;
-            var extra = _inputs.HasAdditional;
-            if (Bf16)
-            {
-                NeighborhoodAttention.BackwardBFloat16(
-                    As(_q), As(_k), As(_v), As(_o), _lse, As(_dO), shape, options, As(_dq), As(_dk), As(_dv),
-                    extra ? As(_ak) : null, extra ? As(_av) : null, extra ? As(_dak) : null, extra ? As(_dav) : null);
-            }
-            else
-            {
-                NeighborhoodAttention.Backward(
-                    _q, _k, _v, _o, _lse, _dO, shape, options, _dq, _dk, _dv,
-                    extra ? _ak : null, extra ? _av : null, extra ? _dak : null, extra ? _dav : null);
-            }
-
-            if (synchronize)
-            {
-                _device.Synchronize();
-            }
+            NeighborhoodAttention.Forward(q, k, v, d.Input<T>(_additionalKey), d.Input<T>(_additionalValue), _shape, options, o, lse);
         }
-
-        public override void LoadForwardResult(Tensor output, float[] lse)
+        else
         {
-            _o.CopyFrom(output.Data<T>());
-            _lse.CopyFrom(lse);
-            _device.Synchronize();
+            NeighborhoodAttention.Forward(q, k, v, _shape, options, o, lse);
         }
+    }
 
-        public override void Dispose()
+    private void DeviceBackward<T>(NeighborhoodAttentionOptions options)
+        where T : unmanaged
+    {
+        var d = _device ??= new DeviceCopies();
+        if (_residentForwardStale)
         {
-            foreach (var t in new[] { _q, _k, _v, _ak, _av, _dO, _o, _dq, _dk, _dv, _dak, _dav })
-            {
-                t.Dispose();
-            }
-
-            _lse.Dispose();
+            d.Refresh<T>(_output);
+            d.Refresh(_lse);
+            _residentForwardStale = false;
         }
 
-        /// <summary>bf16 tensors are <c>DeviceTensor&lt;ushort&gt;</c>; this instance holds them when <see cref="Bf16"/>.</summary>
-        private static DeviceTensor<ushort> As(DeviceTensor<T> tensor) => (DeviceTensor<ushort>)(object)tensor;
+        var (q, k, v, o, lse, dO) = (d.Input<T>(_query), d.Input<T>(_key), d.Input<T>(_value), d.Output<T>(_output), d.Output(_lse), d.Input<T>(_outputGrad));
+        var (dq, dk, dv) = (d.Output<T>(_queryGrad), d.Output<T>(_keyGrad), d.Output<T>(_valueGrad));
+        var (ak, av, dak, dav) = HasAdditional
+            ? (d.Input<T>(_additionalKey), d.Input<T>(_additionalValue), d.Output<T>(_additionalKeyGrad), d.Output<T>(_additionalValueGrad))
+            : (null, null, null, null);
+        if (_type == ElementType.BFloat16)
+        {
+            static DeviceTensor<ushort>? Optional(DeviceTensor<T>? t) => t is null ? null : DeviceCopies.Bits(t);
+            NeighborhoodAttention.BackwardBFloat16(
+                DeviceCopies.Bits(q), DeviceCopies.Bits(k), DeviceCopies.Bits(v), DeviceCopies.Bits(o), lse, DeviceCopies.Bits(dO), _shape, options,
+                DeviceCopies.Bits(dq), DeviceCopies.Bits(dk), DeviceCopies.Bits(dv), Optional(ak), Optional(av), Optional(dak), Optional(dav));
+        }
+        else
+        {
+            NeighborhoodAttention.Backward(q, k, v, o, lse, dO, _shape, options, dq, dk, dv, ak, av, dak, dav);
+        }
+    }
+}
+
+/// <summary>
+/// Copies of a profile's host tensors on the default accelerator, made once per tensor and reused by every timed
+/// call: inputs uploaded, destinations allocated. The forward result a backward reads is copied over again with
+/// <see cref="Refresh{T}"/> after the host computes it.
+/// </summary>
+internal sealed class DeviceCopies : IDisposable
+{
+    private readonly Dictionary<object, IDisposable> _copies = new(ReferenceEqualityComparer.Instance);
+    private readonly AttentionDevice _device = AttentionDevice.Default;
+
+    /// <summary>bf16 data travels as <c>DeviceTensor&lt;ushort&gt;</c>; this is that tensor when <typeparamref name="T"/> is ushort.</summary>
+    public static DeviceTensor<ushort> Bits<T>(DeviceTensor<T> tensor)
+        where T : unmanaged
+        => (DeviceTensor<ushort>)(object)tensor;
+
+    /// <summary>The device copy of an input, uploaded on first use.</summary>
+    public DeviceTensor<T> Input<T>(Tensor host)
+        where T : unmanaged
+        => Get(host, () => _device.Upload<T>(host.Data<T>(), host.Length));
+
+    /// <summary>A device destination the size of <paramref name="host"/>, allocated on first use.</summary>
+    public DeviceTensor<T> Output<T>(Tensor host)
+        where T : unmanaged
+        => Get(host, () => _device.Allocate<T>(host.Length));
+
+    /// <summary>A float32 device destination the size of <paramref name="host"/> (the LSE).</summary>
+    public DeviceTensor<float> Output(float[] host) => Get(host, () => _device.Allocate<float>(host.Length));
+
+    /// <summary>Copies the host values over the device copy (allocating it first if needed).</summary>
+    public void Refresh<T>(Tensor host)
+        where T : unmanaged
+        => Output<T>(host).CopyFrom(host.Data<T>());
+
+    /// <summary>Copies the host values over the float32 device copy.</summary>
+    public void Refresh(float[] host) => Output(host).CopyFrom(host);
+
+    public void Synchronize() => _device.Synchronize();
+
+    public void Dispose()
+    {
+        foreach (var copy in _copies.Values)
+        {
+            copy.Dispose();
+        }
+
+        _copies.Clear();
+    }
+
+    private DeviceTensor<T> Get<T>(object host, Func<DeviceTensor<T>> create)
+        where T : unmanaged
+    {
+        if (!_copies.TryGetValue(host, out var copy))
+        {
+            copy = create();
+            _copies.Add(host, copy);
+        }
+
+        return (DeviceTensor<T>)copy;
     }
 }
 
