@@ -30,8 +30,8 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         HeadDim = headDim;
     }
 
-    /// <summary>The head dimensions (D = Dv) the repository carries a generated dQ kernel for.</summary>
-    public static IReadOnlyList<int> Variants { get; } = [64, 128];
+    /// <summary>The head dimensions (D = Dv) the repository carries generated backward kernels for: those of the forward.</summary>
+    public static IReadOnlyList<int> Variants { get; } = FnaRegisterKernelGenerator.Variants.Select(v => v.HeadDim).ToList();
 
     private int HeadDim { get; }
 
@@ -121,11 +121,8 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Line("/// <summary>Head dimension D = Dv this kernel is unrolled for.</summary>");
         Line($"public const int HeadDim = {HeadDim};");
         Line();
-        Line("/// <summary>16-bit words per staged row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups.</summary>");
+        Line("/// <summary>16-bit words per staged row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups (and every row starts 16-byte aligned, as ldmatrix needs).</summary>");
         Line($"public const int RowStride = {RowStride};");
-        Line();
-        Line("/// <summary>32-bit words per staged row.</summary>");
-        Line("private const int RowWords = RowStride / 2;");
         Line();
     }
 
@@ -166,11 +163,12 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
     private void Entry()
     {
         Line("/// <summary>The kernel: same parameters and semantics as <see cref=\"FnaTensorCoreBackwardKernels.QueryGrad{TFormat}\"/> (p.HeadDim = p.ValueDim = HeadDim).</summary>");
-        Line("public static void QueryGrad<TFormat>(");
+        Line("public static void QueryGrad<TFormat, TLoads>(");
         Line("    ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value,");
         Line("    ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue, ArrayView<float> lse, ArrayView<float> rowTerm,");
         Line("    ArrayView<ushort> outputGrad, ArrayView<ushort> queryGrad)");
         Line("    where TFormat : struct, IHalfFormat");
+        Line("    where TLoads : struct, IFragmentLoads");
         Open();
         Line("// Static shared memory: only the mma emulation's scratch (unused where mma.sync exists).");
         Line("var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps);");
@@ -202,11 +200,10 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Line("FnaRegisterTile.StageQuery(p, tile, axis0, axis1, axis2, batch, head, outputGrad, second, RowStride, tid, threads);");
         Line("Group.Barrier();");
         Line("var localTop = (warp * 16) + g;");
-        Line("var word = (localTop * RowWords) + t;");
         Line("var q = default(RowFragments);");
-        Line("LoadRows(first.Cast<uint>(), word, ref q);");
+        Line("LoadRows<TLoads>(first, warp * 16, ref q);");
         Line("var dO = default(RowFragments);");
-        Line("LoadRows(second.Cast<uint>(), word, ref dO);");
+        Line("LoadRows<TLoads>(second, warp * 16, ref dO);");
         Line("var dq = default(GradientTile);");
         Line();
         Line("// Per-row constants of the lane's rows g and g + 8: LSE in the log2 domain and D = dO·O (absent rows: 0, never stored).");
@@ -221,8 +218,6 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Line("var scoreScale = p.Scale * FnaRegisterTile.Log2E;");
         Line("var kTile = first.SubView(0, keys * RowStride);");
         Line("var vTile = second.SubView(0, keys * RowStride);");
-        Line("var kWords = kTile.Cast<uint>();");
-        Line("var vWords = vTile.Cast<uint>();");
         Line();
         Line("// The forward's walk: the neighborhood's KV sub-tiles (dynamic KV tiling), then the additional tokens (a window");
         Line("// [0, 1) × [0, 1) × [0, count) over slots (0, 0, slot)). The barrier at the top of a step also orders the");
@@ -263,11 +258,11 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Open();
         Line("if (inside)");
         Open();
-        Line("Block<TFormat, NoMask>(ref q, ref dO, ref dq, kWords, vWords, kTile, block, default, default, slots, scoreScale, lseTop, lseBottom, dTop, dBottom, g, t, scratch);");
+        Line("Block<TFormat, TLoads, NoMask>(ref q, ref dO, ref dq, kTile, vTile, block, default, default, slots, scoreScale, lseTop, lseBottom, dTop, dBottom, t, scratch);");
         Close();
         Line("else");
         Open();
-        Line("Block<TFormat, WindowMask>(ref q, ref dO, ref dq, kWords, vWords, kTile, block, top, bottom, slots, scoreScale, lseTop, lseBottom, dTop, dBottom, g, t, scratch);");
+        Line("Block<TFormat, TLoads, WindowMask>(ref q, ref dO, ref dq, kTile, vTile, block, top, bottom, slots, scoreScale, lseTop, lseBottom, dTop, dBottom, t, scratch);");
         Close();
         Close();
         Close();
@@ -283,33 +278,26 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Line("/// Keys block … block + 15 of the staged sub-tile. The B fragment of S n-tile n is K row block + 8n + g (b0 = columns");
         Line("/// 16s + 2t, + 1; b1 = + 8, + 9), of dP n-tile n the same V row. dS register pairs (n-tile 0: a0 = row g, a1 = row g + 8;");
         Line("/// n-tile 1: a2, a3) are the A fragment of dQ += dS·K, whose B fragment for n-tile n is K column 8n + g, rows");
-        Line("/// block + 2t, + 1 (b0) and + 8, + 9 (b1).");
+        Line("/// block + 2t, + 1 (b0) and + 8, + 9 (b1). Fragments come in 16×16 blocks (<see cref=\"IFragmentLoads\"/>): K and V rows");
+        Line("/// give (r0, r2) for n-tile 0 and (r1, r3) for n-tile 1; K transposed gives (r0, r1) for dQ n-tile 2c, (r2, r3) for 2c + 1.");
         Line("/// </summary>");
         Inline();
-        Line("private static void Block<TFormat, TMask>(");
-        Line("    ref RowFragments q, ref RowFragments dO, ref GradientTile dq, ArrayView<uint> kWords, ArrayView<uint> vWords, ArrayView<ushort> kTile,");
+        Line("private static void Block<TFormat, TLoads, TMask>(");
+        Line("    ref RowFragments q, ref RowFragments dO, ref GradientTile dq, ArrayView<ushort> kTile, ArrayView<ushort> vTile,");
         Line("    int block, TMask top, TMask bottom, KeySlots slots, float scoreScale, float lseTop, float lseBottom, float dTop, float dBottom,");
-        Line("    int g, int t, ArrayView<uint> scratch)");
+        Line("    int t, ArrayView<uint> scratch)");
         Line("    where TFormat : struct, IHalfFormat");
+        Line("    where TLoads : struct, IFragmentLoads");
         Line("    where TMask : struct, IKeyMask");
         Open();
         Line("var s = default(KeyBlock);");
         Line("var dp = default(KeyBlock);");
-        Line("var key0 = ((block + g) * RowWords) + t;");
-        Line("var key1 = ((block + 8 + g) * RowWords) + t;");
         Line();
         Line("// S = Q·Kᵀ and dP = dO·Vᵀ: four independent accumulator chains, k-step outer.");
         for (var ks = 0; ks < KSteps; ks++)
         {
-            for (var n = 0; n < 2; n++)
-            {
-                Line($"TFormat.Mma(q.{A(ks, 0)}, q.{A(ks, 1)}, q.{A(ks, 2)}, q.{A(ks, 3)}, kWords[key{n}{Plus(ks * 8)}], kWords[key{n} + {(ks * 8) + 4}], {Refs("s", n)}, scratch);");
-            }
-
-            for (var n = 0; n < 2; n++)
-            {
-                Line($"TFormat.Mma(dO.{A(ks, 0)}, dO.{A(ks, 1)}, dO.{A(ks, 2)}, dO.{A(ks, 3)}, vWords[key{n}{Plus(ks * 8)}], vWords[key{n} + {(ks * 8) + 4}], {Refs("dp", n)}, scratch);");
-            }
+            RowProducts("q", "kTile", $"k{ks}", ks, "s");
+            RowProducts("dO", "vTile", $"v{ks}", ks, "dp");
         }
 
         Line();
@@ -334,13 +322,7 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Line("var a1 = FnaRegisterTile.Pack<TFormat>(s.N0C2, s.N0C3);");
         Line("var a2 = FnaRegisterTile.Pack<TFormat>(s.N1C0, s.N1C1);");
         Line("var a3 = FnaRegisterTile.Pack<TFormat>(s.N1C2, s.N1C3);");
-        Line("var k = ((block + (2 * t)) * RowStride) + g;");
-        for (var n = 0; n < OutputTiles; n++)
-        {
-            Line(
-                $"TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k{Plus(n * 8)}, RowStride), "
-                + $"FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride){Plus(n * 8)}, RowStride), {Refs("dq", n)}, scratch);");
-        }
+        ColumnProducts("a", "kTile", "kt", "dq");
 
         Close();
         Line();
@@ -349,23 +331,47 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
     private void LoadRows()
     {
         Line("/// <summary>");
-        Line("/// A fragments of this warp's 16 staged rows; <paramref name=\"word\"/> is the 32-bit index of (row g, columns 2t, 2t + 1).");
-        Line("/// a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).");
+        Line("/// A fragments of this warp's 16 staged rows (tile rows <paramref name=\"row0\"/> …): k-step s is the 16×16 block at");
+        Line("/// column 16s, a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).");
         Line("/// </summary>");
         Inline();
-        Line("private static void LoadRows(ArrayView<uint> words, int word, ref RowFragments f)");
+        Line("private static void LoadRows<TLoads>(ArrayView<ushort> rows, int row0, ref RowFragments f)");
+        Line("    where TLoads : struct, IFragmentLoads");
         Open();
         for (var s = 0; s < KSteps; s++)
         {
-            var col = s * 8;
-            Line($"f.{A(s, 0)} = words[word{Plus(col)}];");
-            Line($"f.{A(s, 1)} = words[word + (8 * RowWords){Plus(col)}];");
-            Line($"f.{A(s, 2)} = words[word + {col + 4}];");
-            Line($"f.{A(s, 3)} = words[word + (8 * RowWords) + {col + 4}];");
+            Line($"TLoads.Rows(rows, RowStride, row0, {s * 16}, out f.{A(s, 0)}, out f.{A(s, 1)}, out f.{A(s, 2)}, out f.{A(s, 3)});");
         }
 
         Close();
         Line();
+    }
+
+    /// <summary>
+    /// k-step <paramref name="ks"/> of a 16-key (or 16-query) block against A fragments <paramref name="a"/>: the block's
+    /// rows of <paramref name="tile"/> as B fragments, (r0, r2) into n-tile 0 and (r1, r3) into n-tile 1 of <paramref name="owner"/>.
+    /// </summary>
+    private void RowProducts(string a, string tile, string name, int ks, string owner)
+    {
+        var fragment = $"{a}.{A(ks, 0)}, {a}.{A(ks, 1)}, {a}.{A(ks, 2)}, {a}.{A(ks, 3)}";
+        Line($"TLoads.Rows({tile}, RowStride, block, {ks * 16}, out var {name}r0, out var {name}r1, out var {name}r2, out var {name}r3);");
+        Line($"TFormat.Mma({fragment}, {name}r0, {name}r2, {Refs(owner, 0)}, scratch);");
+        Line($"TFormat.Mma({fragment}, {name}r1, {name}r3, {Refs(owner, 1)}, scratch);");
+    }
+
+    /// <summary>
+    /// <paramref name="owner"/> += (A fragment <paramref name="a"/>0 … 3)·(block rows of <paramref name="tile"/>): each 16-column
+    /// block transposed gives (r0, r1) for n-tile 2c and (r2, r3) for n-tile 2c + 1.
+    /// </summary>
+    private void ColumnProducts(string a, string tile, string name, string owner)
+    {
+        for (var c = 0; c < OutputTiles / 2; c++)
+        {
+            var n = $"{name}{c}";
+            Line($"TLoads.Columns({tile}, RowStride, block, {c * 16}, out var {n}r0, out var {n}r1, out var {n}r2, out var {n}r3);");
+            Line($"TFormat.Mma({a}0, {a}1, {a}2, {a}3, {n}r0, {n}r1, {Refs(owner, 2 * c)}, scratch);");
+            Line($"TFormat.Mma({a}0, {a}1, {a}2, {a}3, {n}r2, {n}r3, {Refs(owner, (2 * c) + 1)}, scratch);");
+        }
     }
 
     private void Store()
@@ -422,10 +428,11 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
     private void KeyValueEntry()
     {
         Line("/// <summary>The kernel: same parameters and semantics as <see cref=\"FnaTensorCoreBackwardKernels.KeyValueGrad{TFormat}\"/> (p.HeadDim = p.ValueDim = HeadDim).</summary>");
-        Line("public static void KeyValueGrad<TFormat>(");
+        Line("public static void KeyValueGrad<TFormat, TLoads>(");
         Line("    ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<float> lse,");
         Line("    ArrayView<float> rowTerm, ArrayView<ushort> outputGrad, ArrayView<ushort> keyGrad, ArrayView<ushort> valueGrad)");
         Line("    where TFormat : struct, IHalfFormat");
+        Line("    where TLoads : struct, IFragmentLoads");
         Open();
         Line("// Static shared memory: the mma emulation's scratch and the staged queries' LSE (log2 domain) and D.");
         Line("var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps);");
@@ -461,18 +468,15 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Line("FnaRegisterBackwardTile.StageKeys(p, tile, axis0, axis1, axis2, batch, kvHead, value, second, RowStride, tid, threads);");
         Line("Group.Barrier();");
         Line("var localTop = (warp * 16) + g;");
-        Line("var word = (localTop * RowWords) + t;");
         Line("var k = default(RowFragments);");
-        Line("LoadRows(first.Cast<uint>(), word, ref k);");
+        Line("LoadRows<TLoads>(first, warp * 16, ref k);");
         Line("var v = default(RowFragments);");
-        Line("LoadRows(second.Cast<uint>(), word, ref v);");
+        Line("LoadRows<TLoads>(second, warp * 16, ref v);");
         Line("var dk = default(GradientTile);");
         Line("var dv = default(GradientTile);");
         Line("var scoreScale = p.Scale * FnaRegisterTile.Log2E;");
         Line("var qSub = first.SubView(0, queries * RowStride);");
         Line("var doSub = second.SubView(0, queries * RowStride);");
-        Line("var qWords = qSub.Cast<uint>();");
-        Line("var doWords = doSub.Cast<uint>();");
         Line();
         Line("// The barrier at the top of a step also orders the fragment loads of K and V before the first sub-tile overwrites them.");
         Line("for (var a0 = axis0.RangeStart; a0 < axis0.RangeEnd; a0 += tile.K0)");
@@ -490,9 +494,9 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Line("Group.Barrier();");
         Line("for (var block = 0; block < queries; block += 16)");
         Open();
-        Line("Block<TFormat>(");
-        Line("    ref k, ref v, ref dk, ref dv, qWords, doWords, qSub, doSub, block, tile, axis0, axis1, axis2, inside, a0, a1, a2, localTop,");
-        Line("    scoreScale, queryLse, queryD, g, t, scratch);");
+        Line("Block<TFormat, TLoads>(");
+        Line("    ref k, ref v, ref dk, ref dv, qSub, doSub, block, tile, axis0, axis1, axis2, inside, a0, a1, a2, localTop,");
+        Line("    scoreScale, queryLse, queryD, t, scratch);");
         Close();
         Close();
         Close();
@@ -512,33 +516,26 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Line("/// Queries block … block + 15 of the staged sub-tile. The B fragment of Sᵀ n-tile n is Q row block + 8n + g (b0 = columns");
         Line("/// 16s + 2t, + 1; b1 = + 8, + 9), of dPᵀ n-tile n the same dO row. Lane (g, t) holds keys localTop, localTop + 8 and");
         Line("/// query slots block + 8n + 2t, + 1. Pᵀ and dSᵀ register pairs are the A fragments of dV += Pᵀ·dO and dK += dSᵀ·Q,");
-        Line("/// whose B fragment for n-tile n is dO (Q) column 8n + g, rows block + 2t, + 1 (b0) and + 8, + 9 (b1).");
+        Line("/// whose B fragment for n-tile n is dO (Q) column 8n + g, rows block + 2t, + 1 (b0) and + 8, + 9 (b1). Fragments come");
+        Line("/// in 16×16 blocks (<see cref=\"IFragmentLoads\"/>), as in the query-gradient kernel.");
         Line("/// </summary>");
         Inline();
-        Line("private static void Block<TFormat>(");
-        Line("    ref RowFragments k, ref RowFragments v, ref GradientTile dk, ref GradientTile dv, ArrayView<uint> qWords, ArrayView<uint> doWords,");
+        Line("private static void Block<TFormat, TLoads>(");
+        Line("    ref RowFragments k, ref RowFragments v, ref GradientTile dk, ref GradientTile dv,");
         Line("    ArrayView<ushort> qSub, ArrayView<ushort> doSub, int block, FnaTileShape tile, InverseTileAxis axis0, InverseTileAxis axis1,");
         Line("    InverseTileAxis axis2, bool inside, int a0, int a1, int a2, int localTop, float scoreScale, ArrayView<float> queryLse,");
-        Line("    ArrayView<float> queryD, int g, int t, ArrayView<uint> scratch)");
+        Line("    ArrayView<float> queryD, int t, ArrayView<uint> scratch)");
         Line("    where TFormat : struct, IHalfFormat");
+        Line("    where TLoads : struct, IFragmentLoads");
         Open();
         Line("var s = default(KeyBlock);");
         Line("var dp = default(KeyBlock);");
-        Line("var query0 = ((block + g) * RowWords) + t;");
-        Line("var query1 = ((block + 8 + g) * RowWords) + t;");
         Line();
         Line("// Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ: four independent accumulator chains, k-step outer.");
         for (var ks = 0; ks < KSteps; ks++)
         {
-            for (var n = 0; n < 2; n++)
-            {
-                Line($"TFormat.Mma(k.{A(ks, 0)}, k.{A(ks, 1)}, k.{A(ks, 2)}, k.{A(ks, 3)}, qWords[query{n}{Plus(ks * 8)}], qWords[query{n} + {(ks * 8) + 4}], {Refs("s", n)}, scratch);");
-            }
-
-            for (var n = 0; n < 2; n++)
-            {
-                Line($"TFormat.Mma(v.{A(ks, 0)}, v.{A(ks, 1)}, v.{A(ks, 2)}, v.{A(ks, 3)}, doWords[query{n}{Plus(ks * 8)}], doWords[query{n} + {(ks * 8) + 4}], {Refs("dp", n)}, scratch);");
-            }
+            RowProducts("k", "qSub", $"q{ks}", ks, "s");
+            RowProducts("v", "doSub", $"o{ks}", ks, "dp");
         }
 
         Line();
@@ -564,20 +561,8 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Line("var d1 = FnaRegisterTile.Pack<TFormat>(dp.N0C2, dp.N0C3);");
         Line("var d2 = FnaRegisterTile.Pack<TFormat>(dp.N1C0, dp.N1C1);");
         Line("var d3 = FnaRegisterTile.Pack<TFormat>(dp.N1C2, dp.N1C3);");
-        Line("var row = ((block + (2 * t)) * RowStride) + g;");
-        for (var n = 0; n < OutputTiles; n++)
-        {
-            Line(
-                $"TFormat.Mma(p0, p1, p2, p3, FnaRegisterTile.ValuePair(doSub, row{Plus(n * 8)}, RowStride), "
-                + $"FnaRegisterTile.ValuePair(doSub, row + (8 * RowStride){Plus(n * 8)}, RowStride), {Refs("dv", n)}, scratch);");
-        }
-
-        for (var n = 0; n < OutputTiles; n++)
-        {
-            Line(
-                $"TFormat.Mma(d0, d1, d2, d3, FnaRegisterTile.ValuePair(qSub, row{Plus(n * 8)}, RowStride), "
-                + $"FnaRegisterTile.ValuePair(qSub, row + (8 * RowStride){Plus(n * 8)}, RowStride), {Refs("dk", n)}, scratch);");
-        }
+        ColumnProducts("p", "doSub", "ot", "dv");
+        ColumnProducts("d", "qSub", "qt", "dk");
 
         Close();
         Line();

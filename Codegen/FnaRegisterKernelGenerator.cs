@@ -29,7 +29,7 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
     }
 
     /// <summary>The kernels the repository carries: (D, keys per register chunk).</summary>
-    public static IReadOnlyList<(int HeadDim, int KeyChunk)> Variants { get; } = [(64, 64), (128, 32)];
+    public static IReadOnlyList<(int HeadDim, int KeyChunk)> Variants { get; } = [(32, 64), (64, 64), (128, 32)];
 
     private int HeadDim { get; }
 
@@ -126,11 +126,8 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
         Line("/// <summary>Keys per register chunk (columns of S a warp holds at once); the staged sub-tile is walked in such chunks.</summary>");
         Line($"public const int KeyChunk = {KeyChunk};");
         Line();
-        Line("/// <summary>16-bit words per staged Q, K or V row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups.</summary>");
+        Line("/// <summary>16-bit words per staged Q, K or V row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups (and every row starts 16-byte aligned, as ldmatrix needs).</summary>");
         Line($"public const int RowStride = {RowStride};");
-        Line();
-        Line("/// <summary>32-bit words per staged row.</summary>");
-        Line($"private const int RowWords = RowStride / 2;");
         Line();
     }
 
@@ -170,11 +167,15 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
 
     private void Entry()
     {
-        Line("/// <summary>The kernel: same parameters and semantics as <see cref=\"FnaTensorCoreKernel.Forward{TFormat}\"/> (p.HeadDim = p.ValueDim = HeadDim).</summary>");
-        Line("public static void Forward<TFormat>(");
+        Line("/// <summary>");
+        Line("/// The kernel: same parameters and semantics as <see cref=\"FnaTensorCoreKernel.Forward{TFormat}\"/> (p.HeadDim = p.ValueDim = HeadDim).");
+        Line("/// <typeparamref name=\"TLoads\"/> gathers the Q, K and V fragments from shared memory (<c>ldmatrix</c> or element loads).");
+        Line("/// </summary>");
+        Line("public static void Forward<TFormat, TLoads>(");
         Line("    ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value,");
         Line("    ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue, ArrayView<ushort> output, ArrayView<float> lse, int writeLse)");
         Line("    where TFormat : struct, IHalfFormat");
+        Line("    where TLoads : struct, IFragmentLoads");
         Open();
         Line("// Static shared memory: only the mma emulation's scratch (unused where mma.sync exists).");
         Line("var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps);");
@@ -201,13 +202,12 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
         Line("var qTile = shared.SubView(0, tile.QueryTile * RowStride);");
         Line("var kTile = shared.SubView(tile.QueryTile * RowStride, keys * RowStride);");
         Line("var vTile = shared.SubView((tile.QueryTile + keys) * RowStride, keys * RowStride);");
-        Line("var kWords = kTile.Cast<uint>();");
         Line();
         Line("// Q once: staged (unscaled), then this warp's 16 rows into A fragments that stay in registers.");
         Line("FnaRegisterTile.StageQuery(p, tile, axis0, axis1, axis2, batch, head, query, qTile, RowStride, tid, threads);");
         Line("Group.Barrier();");
         Line("var q = default(QueryFragments);");
-        Line("LoadQuery(qTile.Cast<uint>(), (((warp * 16) + g) * RowWords) + t, ref q);");
+        Line("LoadQuery<TLoads>(qTile, warp * 16, ref q);");
         Line("var o = default(OutputTile);");
         Line("var rows = RowState.Start();");
         Line("var localTop = (warp * 16) + g;");
@@ -257,11 +257,11 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
         Open();
         Line("if (inside)");
         Open();
-        Line("Chunk<TFormat, NoMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, default, default, slots, scoreScale, g, t, scratch);");
+        Line("Chunk<TFormat, TLoads, NoMask>(ref q, ref o, ref rows, kTile, vTile, chunk, keys, default, default, slots, scoreScale, t, scratch);");
         Close();
         Line("else");
         Open();
-        Line("Chunk<TFormat, WindowMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, top, bottom, slots, scoreScale, g, t, scratch);");
+        Line("Chunk<TFormat, TLoads, WindowMask>(ref q, ref o, ref rows, kTile, vTile, chunk, keys, top, bottom, slots, scoreScale, t, scratch);");
         Close();
         Close();
         Close();
@@ -275,16 +275,17 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
     {
         Line("/// <summary>One chunk of keys [chunk, chunk + KeyChunk) ∩ [0, keys) of the staged sub-tile: scores, softmax step, O update.</summary>");
         Inline();
-        Line("private static void Chunk<TFormat, TMask>(");
-        Line("    ref QueryFragments q, ref OutputTile o, ref RowState rows, ArrayView<uint> kWords, ArrayView<ushort> vTile, int chunk, int keys,");
-        Line("    TMask top, TMask bottom, KeySlots slots, float scoreScale, int g, int t, ArrayView<uint> scratch)");
+        Line("private static void Chunk<TFormat, TLoads, TMask>(");
+        Line("    ref QueryFragments q, ref OutputTile o, ref RowState rows, ArrayView<ushort> kTile, ArrayView<ushort> vTile, int chunk, int keys,");
+        Line("    TMask top, TMask bottom, KeySlots slots, float scoreScale, int t, ArrayView<uint> scratch)");
         Line("    where TFormat : struct, IHalfFormat");
+        Line("    where TLoads : struct, IFragmentLoads");
         Line("    where TMask : struct, IKeyMask");
         Open();
         Line("var s = default(ScoreTile);");
-        Line("Scores<TFormat, TMask>(ref q, ref s, kWords, chunk, keys, top, bottom, slots, scoreScale, g, t, scratch);");
+        Line("Scores<TFormat, TLoads, TMask>(ref q, ref s, kTile, chunk, keys, top, bottom, slots, scoreScale, t, scratch);");
         Line("Softmax(ref s, ref o, ref rows);");
-        Line("UpdateOutput<TFormat>(ref s, ref o, vTile, chunk, keys, g, t, scratch);");
+        Line("UpdateOutput<TFormat, TLoads>(ref s, ref o, vTile, chunk, keys, scratch);");
         Close();
         Line();
     }
@@ -292,19 +293,16 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
     private void LoadQuery()
     {
         Line("/// <summary>");
-        Line("/// A fragments of this warp's 16 Q rows; <paramref name=\"word\"/> is the 32-bit index of (row g, columns 2t, 2t + 1).");
-        Line("/// a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).");
+        Line("/// A fragments of this warp's 16 Q rows (tile rows <paramref name=\"row0\"/> …): k-step s is the 16×16 block at head");
+        Line("/// column 16s, a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).");
         Line("/// </summary>");
         Inline();
-        Line("private static void LoadQuery(ArrayView<uint> qWords, int word, ref QueryFragments q)");
+        Line("private static void LoadQuery<TLoads>(ArrayView<ushort> qTile, int row0, ref QueryFragments q)");
+        Line("    where TLoads : struct, IFragmentLoads");
         Open();
         for (var s = 0; s < KSteps; s++)
         {
-            var col = s * 8;
-            Line($"q.{Q(s, 0)} = qWords[word{Plus(col)}];");
-            Line($"q.{Q(s, 1)} = qWords[word + (8 * RowWords){Plus(col)}];");
-            Line($"q.{Q(s, 2)} = qWords[word + {col + 4}];");
-            Line($"q.{Q(s, 3)} = qWords[word + (8 * RowWords) + {col + 4}];");
+            Line($"TLoads.Rows(qTile, RowStride, row0, {s * 16}, out q.{Q(s, 0)}, out q.{Q(s, 1)}, out q.{Q(s, 2)}, out q.{Q(s, 3)});");
         }
 
         Close();
@@ -315,14 +313,16 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
     {
         Line("/// <summary>");
         Line("/// S = Q·Kᵀ for the chunk, scaled by scale·log2 e and masked (−∞). The B fragment of n-tile n is K row");
-        Line("/// chunk + 8n + g: b0 = columns 16s + 2t, 2t + 1, b1 = columns 16s + 2t + 8, 2t + 9. Keys past the staged");
-        Line("/// sub-tile (16 at a time; uniform over the group) are −∞ without a product.");
+        Line("/// chunk + 8n + g: b0 = columns 16s + 2t, 2t + 1, b1 = columns 16s + 2t + 8, 2t + 9; one 16×16 block of K rows");
+        Line("/// (keys) per k-step gives both for two n-tiles: (r0, r2) for the first 8 keys, (r1, r3) for the next 8. Keys");
+        Line("/// past the staged sub-tile (16 at a time; uniform over the group) are −∞ without a product.");
         Line("/// </summary>");
         Inline();
-        Line("private static void Scores<TFormat, TMask>(");
-        Line("    ref QueryFragments q, ref ScoreTile s, ArrayView<uint> kWords, int chunk, int keys, TMask top, TMask bottom, KeySlots slots,");
-        Line("    float scoreScale, int g, int t, ArrayView<uint> scratch)");
+        Line("private static void Scores<TFormat, TLoads, TMask>(");
+        Line("    ref QueryFragments q, ref ScoreTile s, ArrayView<ushort> kTile, int chunk, int keys, TMask top, TMask bottom, KeySlots slots,");
+        Line("    float scoreScale, int t, ArrayView<uint> scratch)");
         Line("    where TFormat : struct, IHalfFormat");
+        Line("    where TLoads : struct, IFragmentLoads");
         Line("    where TMask : struct, IKeyMask");
         Open();
         for (var h = 0; h < Halves; h++)
@@ -335,18 +335,13 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
                 Open();
             }
 
-            for (var n = 2 * h; n < (2 * h) + 2; n++)
-            {
-                Line($"var key{n} = ((chunk{Plus(n * 8)} + g) * RowWords) + t;");
-            }
-
             // k-step outer, n-tile inner: the two accumulator chains of this block interleave.
             for (var ks = 0; ks < KSteps; ks++)
             {
-                for (var n = 2 * h; n < (2 * h) + 2; n++)
-                {
-                    Line($"TFormat.Mma(q.{Q(ks, 0)}, q.{Q(ks, 1)}, q.{Q(ks, 2)}, q.{Q(ks, 3)}, kWords[key{n}{Plus(ks * 8)}], kWords[key{n} + {(ks * 8) + 4}], {Refs("s", n)}, scratch);");
-                }
+                var k = $"h{h}k{ks}";
+                Line($"TLoads.Rows(kTile, RowStride, chunk{Plus(first)}, {ks * 16}, out var {k}r0, out var {k}r1, out var {k}r2, out var {k}r3);");
+                Line($"TFormat.Mma(q.{Q(ks, 0)}, q.{Q(ks, 1)}, q.{Q(ks, 2)}, q.{Q(ks, 3)}, {k}r0, {k}r2, {Refs("s", 2 * h)}, scratch);");
+                Line($"TFormat.Mma(q.{Q(ks, 0)}, q.{Q(ks, 1)}, q.{Q(ks, 2)}, q.{Q(ks, 3)}, {k}r1, {k}r3, {Refs("s", (2 * h) + 1)}, scratch);");
             }
 
             for (var n = 2 * h; n < (2 * h) + 2; n++)
@@ -433,11 +428,13 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
         Line("/// <summary>");
         Line("/// O += P·V. K-step j of P is S n-tiles 2j, 2j + 1 rounded to the input format: a0 = (row g, n-tile 2j),");
         Line("/// a1 = (row g + 8, n-tile 2j), a2 = (row g, n-tile 2j + 1), a3 = (row g + 8, n-tile 2j + 1). The B fragment of");
-        Line("/// output n-tile n is V column 8n + g, rows chunk + 16j + 2t, +1 (b0) and + 8, + 9 (b1).");
+        Line("/// output n-tile n is V column 8n + g, rows chunk + 16j + 2t, +1 (b0) and + 8, + 9 (b1): one transposed 16×16 block");
+        Line("/// of V (keys × value columns 16c …) gives (r0, r1) for n-tile 2c and (r2, r3) for n-tile 2c + 1.");
         Line("/// </summary>");
         Inline();
-        Line("private static void UpdateOutput<TFormat>(ref ScoreTile s, ref OutputTile o, ArrayView<ushort> vTile, int chunk, int keys, int g, int t, ArrayView<uint> scratch)");
+        Line("private static void UpdateOutput<TFormat, TLoads>(ref ScoreTile s, ref OutputTile o, ArrayView<ushort> vTile, int chunk, int keys, ArrayView<uint> scratch)");
         Line("    where TFormat : struct, IHalfFormat");
+        Line("    where TLoads : struct, IFragmentLoads");
         Open();
         for (var j = 0; j < Halves; j++)
         {
@@ -454,12 +451,12 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
             Line($"var a1 = FnaRegisterTile.Pack<TFormat>(s.{C(n0, 2)}, s.{C(n0, 3)});");
             Line($"var a2 = FnaRegisterTile.Pack<TFormat>(s.{C(n1, 0)}, s.{C(n1, 1)});");
             Line($"var a3 = FnaRegisterTile.Pack<TFormat>(s.{C(n1, 2)}, s.{C(n1, 3)});");
-            Line($"var v = ((chunk{Plus(j * 16)} + (2 * t)) * RowStride) + g;");
-            for (var n = 0; n < OutputTiles; n++)
+            for (var c = 0; c < OutputTiles / 2; c++)
             {
-                Line(
-                    $"TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v{Plus(n * 8)}, RowStride), "
-                    + $"FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride){Plus(n * 8)}, RowStride), {Refs("o", n)}, scratch);");
+                var v = $"v{c}";
+                Line($"TLoads.Columns(vTile, RowStride, chunk{Plus(j * 16)}, {c * 16}, out var {v}r0, out var {v}r1, out var {v}r2, out var {v}r3);");
+                Line($"TFormat.Mma(a0, a1, a2, a3, {v}r0, {v}r1, {Refs("o", 2 * c)}, scratch);");
+                Line($"TFormat.Mma(a0, a1, a2, a3, {v}r2, {v}r3, {Refs("o", (2 * c) + 1)}, scratch);");
             }
 
             Close();

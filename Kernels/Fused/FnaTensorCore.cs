@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using ILGPU;
 using ILGPU.Runtime;
 using Natten.Kernels.Common;
@@ -9,27 +10,34 @@ namespace Natten.Kernels.Fused;
 
 /// <summary>
 /// The tensor-core forward kernels for one 16-bit format, compiled once per accelerator on first use: the
-/// general version-1 kernel and the generated register-resident ones for D = Dv = 64 and 128.
+/// general version-1 kernel and the generated register-resident ones (<see cref="FnaRegisterKernels"/>), per head
+/// dimension and fragment-load kind.
 /// </summary>
 internal sealed class FnaTensorCoreKernelSet<TFormat>
     where TFormat : struct, IHalfFormat
 {
+    private readonly Accelerator _accelerator;
     private readonly Lazy<ForwardLauncher> _general;
-    private readonly Lazy<ForwardLauncher> _d64;
-    private readonly Lazy<ForwardLauncher> _d128;
+    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads), Lazy<ForwardLauncher>> _registers = new();
 
     public FnaTensorCoreKernelSet(Accelerator accelerator)
     {
+        _accelerator = accelerator;
         _general = new(() => Load(accelerator, FnaTensorCoreKernel.Forward<TFormat>));
-        _d64 = new(() => Load(accelerator, FnaTensorCoreKernelD64.Forward<TFormat>));
-        _d128 = new(() => Load(accelerator, FnaTensorCoreKernelD128.Forward<TFormat>));
     }
 
     /// <summary>The version-1 kernel (any supported D, Dv).</summary>
     public ForwardLauncher Forward => _general.Value;
 
-    /// <summary>The register-resident kernel for <paramref name="headDim"/> (64 or 128).</summary>
-    public ForwardLauncher Registers(int headDim) => headDim == FnaTensorCoreKernelD64.HeadDim ? _d64.Value : _d128.Value;
+    /// <summary>The register-resident kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/>.</summary>
+    public ForwardLauncher Registers(int headDim, FragmentLoadKind loads)
+        => _registers.GetOrAdd(
+            (headDim, loads),
+            key => new Lazy<ForwardLauncher>(() => Load(
+                _accelerator,
+                key.Loads == FragmentLoadKind.Matrix
+                    ? FnaRegisterKernels.Forward<TFormat, MatrixLoads>(key.HeadDim)
+                    : FnaRegisterKernels.Forward<TFormat, ElementLoads>(key.HeadDim)))).Value;
 
     private static ForwardLauncher Load(Accelerator accelerator, Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> kernel)
         => new(accelerator.LoadKernel(kernel));
@@ -41,8 +49,8 @@ internal sealed record ForwardLauncher(
 
 /// <summary>
 /// Host side of the tensor-core forward: tile choice, limits, which kernel runs, and the launch (no workspace).
-/// D = Dv = 64 or 128 run the generated register-resident kernels (<see cref="FnaTensorCoreKernelD64"/>,
-/// <see cref="FnaTensorCoreKernelD128"/>: Q, S, P and O fragments in registers); other head dims run the
+/// D = Dv with a generated kernel (<see cref="FnaRegisterKernels"/>: 32, 64, 128) runs the register-resident kernel
+/// (Q, S, P and O fragments in registers, fragments gathered per <see cref="FragmentLoading.Current"/>); other head dims run the
 /// version-1 <see cref="FnaTensorCoreKernel"/> (S and P staged in shared memory, O in a local array).
 /// </summary>
 internal static class FnaTensorCore
@@ -55,13 +63,11 @@ internal static class FnaTensorCore
     /// <summary>Bytes of static shared memory the register-resident kernels declare (the emulation scratch only).</summary>
     public const int RegisterStaticSharedBytes = TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps * sizeof(uint);
 
-    /// <summary>Whether the problem runs on a generated register-resident kernel: D = Dv ∈ {64, 128}.</summary>
-    public static bool UsesRegisterKernel(ProblemParams p)
-        => p.HeadDim == p.ValueDim && (p.HeadDim == FnaTensorCoreKernelD64.HeadDim || p.HeadDim == FnaTensorCoreKernelD128.HeadDim);
+    /// <summary>Whether the problem runs on a generated register-resident kernel: D = Dv with a generated variant.</summary>
+    public static bool UsesRegisterKernel(ProblemParams p) => p.HeadDim == p.ValueDim && FnaRegisterKernels.Supports(p.HeadDim);
 
     /// <summary>16-bit words per staged row of the register-resident kernel for this problem (D plus padding).</summary>
-    private static int RegisterRowStride(ProblemParams p)
-        => p.HeadDim == FnaTensorCoreKernelD64.HeadDim ? FnaTensorCoreKernelD64.RowStride : FnaTensorCoreKernelD128.RowStride;
+    private static int RegisterRowStride(ProblemParams p) => FnaRegisterKernels.RowStride(p.HeadDim);
 
     /// <summary>Dynamic shared memory in 16-bit words: Q, K and V tiles (rows padded), plus P for version 1.</summary>
     public static int DynamicSharedWords(ProblemParams p, FnaTileShape tile)
@@ -130,7 +136,7 @@ internal static class FnaTensorCore
             new Index3D(tiles, p.Heads, p.Batch),
             new Index3D(tile.QueryTile * 2, 1, 1),
             SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile)));
-        var kernel = UsesRegisterKernel(p) ? kernels.Registers(p.HeadDim) : kernels.Forward;
+        var kernel = UsesRegisterKernel(p) ? kernels.Registers(p.HeadDim, FragmentLoading.Current) : kernels.Forward;
         kernel.Launch(stream, config, p, tile, query, key, value, additionalKey, additionalValue, output, lse, lse.Length > 0 ? 1 : 0);
     }
 }

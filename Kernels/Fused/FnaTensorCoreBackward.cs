@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using ILGPU;
 using ILGPU.Runtime;
 using Natten.Kernels.Common;
@@ -12,41 +13,48 @@ internal sealed class FnaTensorCoreBackwardKernelSet<TFormat, TStorage>
     where TFormat : struct, IHalfFormat
     where TStorage : struct, IElementStorage<ushort>
 {
+    private readonly Accelerator _accelerator;
+    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads), Lazy<QueryGradLauncher>> _registerQueryGrad = new();
+    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads), Lazy<KeyValueGradLauncher>> _registerKeyValueGrad = new();
+
     public FnaTensorCoreBackwardKernelSet(Accelerator accelerator)
     {
+        _accelerator = accelerator;
         RowTerm = accelerator.LoadAutoGroupedKernel<Index1D, ProblemParams, long, int, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>>(
             FnaBackwardKernels.RowTerm<ushort, TStorage>);
         QueryGrad = LoadQueryGrad(accelerator, FnaTensorCoreBackwardKernels.QueryGrad<TFormat>);
-        _queryGradD64 = new(() => LoadQueryGrad(accelerator, FnaTensorCoreQueryGradKernelD64.QueryGrad<TFormat>));
-        _queryGradD128 = new(() => LoadQueryGrad(accelerator, FnaTensorCoreQueryGradKernelD128.QueryGrad<TFormat>));
         KeyValueGrad = LoadKeyValueGrad(accelerator, FnaTensorCoreBackwardKernels.KeyValueGrad<TFormat>);
-        _keyValueGradD64 = new(() => LoadKeyValueGrad(accelerator, FnaTensorCoreKeyValueGradKernelD64.KeyValueGrad<TFormat>));
-        _keyValueGradD128 = new(() => LoadKeyValueGrad(accelerator, FnaTensorCoreKeyValueGradKernelD128.KeyValueGrad<TFormat>));
         AdditionalKeyValueGrad = accelerator.LoadKernel<ProblemParams, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>>(
             FnaBackwardKernels.AdditionalKeyValueGrad<ushort, TStorage>);
     }
-
-    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>>> _queryGradD64;
-    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>>> _queryGradD128;
 
     public Action<AcceleratorStream, Index1D, ProblemParams, long, int, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>> RowTerm { get; }
 
     /// <summary>The version-1 dQ kernel (any supported D, Dv).</summary>
     public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> QueryGrad { get; }
 
-    /// <summary>The generated register-resident dQ kernel for <paramref name="headDim"/> (64 or 128), compiled on first use.</summary>
-    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> RegisterQueryGrad(int headDim)
-        => headDim == FnaTensorCoreQueryGradKernelD64.HeadDim ? _queryGradD64.Value : _queryGradD128.Value;
-
-    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>>> _keyValueGradD64;
-    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>>> _keyValueGradD128;
+    /// <summary>The generated register-resident dQ kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/>, compiled on first use.</summary>
+    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> RegisterQueryGrad(int headDim, FragmentLoadKind loads)
+        => _registerQueryGrad.GetOrAdd(
+            (headDim, loads),
+            key => new Lazy<QueryGradLauncher>(() => new(LoadQueryGrad(
+                _accelerator,
+                key.Loads == FragmentLoadKind.Matrix
+                    ? FnaRegisterKernels.QueryGrad<TFormat, MatrixLoads>(key.HeadDim)
+                    : FnaRegisterKernels.QueryGrad<TFormat, ElementLoads>(key.HeadDim))))).Value.Launch;
 
     /// <summary>The version-1 dK/dV kernel (any supported D, Dv).</summary>
     public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> KeyValueGrad { get; }
 
-    /// <summary>The generated register-resident dK/dV kernel for <paramref name="headDim"/> (64 or 128), compiled on first use.</summary>
-    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> RegisterKeyValueGrad(int headDim)
-        => headDim == FnaTensorCoreKeyValueGradKernelD64.HeadDim ? _keyValueGradD64.Value : _keyValueGradD128.Value;
+    /// <summary>The generated register-resident dK/dV kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/>, compiled on first use.</summary>
+    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> RegisterKeyValueGrad(int headDim, FragmentLoadKind loads)
+        => _registerKeyValueGrad.GetOrAdd(
+            (headDim, loads),
+            key => new Lazy<KeyValueGradLauncher>(() => new(LoadKeyValueGrad(
+                _accelerator,
+                key.Loads == FragmentLoadKind.Matrix
+                    ? FnaRegisterKernels.KeyValueGrad<TFormat, MatrixLoads>(key.HeadDim)
+                    : FnaRegisterKernels.KeyValueGrad<TFormat, ElementLoads>(key.HeadDim))))).Value.Launch;
 
     public Action<AcceleratorStream, KernelConfig, ProblemParams, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> AdditionalKeyValueGrad { get; }
 
@@ -59,11 +67,18 @@ internal sealed class FnaTensorCoreBackwardKernelSet<TFormat, TStorage>
         => accelerator.LoadKernel(kernel);
 }
 
+/// <summary>A loaded dQ kernel (the version-1 and generated ones share one signature).</summary>
+internal sealed record QueryGradLauncher(
+    Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> Launch);
+
+/// <summary>A loaded dK/dV kernel (the version-1 and generated ones share one signature).</summary>
+internal sealed record KeyValueGradLauncher(
+    Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> Launch);
+
 /// <summary>
 /// Host side of the tensor-core backward: limits, which kernels run, and the launch sequence (workspace: the row term D
-/// only). When D = Dv ∈ {64, 128} dQ and dK/dV run on the generated register-resident kernels
-/// (<see cref="FnaTensorCoreQueryGradKernelD64"/>, <see cref="FnaTensorCoreQueryGradKernelD128"/>,
-/// <see cref="FnaTensorCoreKeyValueGradKernelD64"/>, <see cref="FnaTensorCoreKeyValueGradKernelD128"/>), otherwise on the
+/// only). When D = Dv has generated kernels (<see cref="FnaRegisterKernels"/>: 32, 64, 128) dQ and dK/dV run on the
+/// register-resident ones, otherwise on the
 /// version-1 <see cref="FnaTensorCoreBackwardKernels"/>. The additional tokens' dK/dV always come from
 /// <see cref="FnaBackwardKernels.AdditionalKeyValueGrad{T, TStorage}"/>.
 /// </summary>
@@ -75,7 +90,7 @@ internal static class FnaTensorCoreBackward
     public const int RegisterStaticSharedBytes =
         (TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps * sizeof(uint)) + (2 * FnaTensorCoreBackwardKernels.MaxScores / 16 * sizeof(float));
 
-    /// <summary>Whether dQ, dK and dV run on the generated register-resident kernels: D = Dv ∈ {64, 128}.</summary>
+    /// <summary>Whether dQ, dK and dV run on the generated register-resident kernels (D = Dv with a generated variant).</summary>
     public static bool UsesRegisterKernels(ProblemParams p) => FnaTensorCore.UsesRegisterKernel(p);
 
     /// <summary>
@@ -84,7 +99,7 @@ internal static class FnaTensorCoreBackward
     /// </summary>
     public static int RegisterWords(ProblemParams p, FnaTileShape tile)
         => 2 * Math.Max(tile.QueryTile, tile.KeyTile)
-            * (p.HeadDim == FnaTensorCoreQueryGradKernelD64.HeadDim ? FnaTensorCoreQueryGradKernelD64.RowStride : FnaTensorCoreQueryGradKernelD128.RowStride);
+            * FnaRegisterKernels.RowStride(p.HeadDim);
 
     public const int StaticSharedBytes =
         ((2 * FnaTensorCoreBackwardKernels.MaxScores) + (2 * FnaTensorCoreBackwardKernels.MaxScores / 16)) * sizeof(float)
@@ -140,14 +155,14 @@ internal static class FnaTensorCoreBackward
             * p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
         var group = new Index3D(tile.QueryTile * 2, 1, 1);
         var registers = UsesRegisterKernels(p);
-        var queryGradKernel = registers ? kernels.RegisterQueryGrad(p.HeadDim) : kernels.QueryGrad;
+        var queryGradKernel = registers ? kernels.RegisterQueryGrad(p.HeadDim, FragmentLoading.Current) : kernels.QueryGrad;
         queryGradKernel(
             stream,
             new KernelConfig(
                 new Index3D(tiles, p.Heads, p.Batch), group,
                 SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile) : QueryGradWords(p, tile))),
             p, tile, query, key, value, additionalKey, additionalValue, lse, rowTerm.View, outputGrad, queryGrad);
-        var keyValueGradKernel = registers ? kernels.RegisterKeyValueGrad(p.HeadDim) : kernels.KeyValueGrad;
+        var keyValueGradKernel = registers ? kernels.RegisterKeyValueGrad(p.HeadDim, FragmentLoading.Current) : kernels.KeyValueGrad;
         keyValueGradKernel(
             stream,
             new KernelConfig(

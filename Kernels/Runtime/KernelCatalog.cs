@@ -89,14 +89,18 @@ internal static class KernelCatalog
         foreach (var format in Formats)
         {
             Add(typeof(FnaTensorCoreKernel), nameof(FnaTensorCoreKernel.Forward), true, true, format);
-            AddEntry(typeof(FnaTensorCoreKernelD64), nameof(FnaTensorCoreKernelD64.Forward), true, true, true, format);
-            AddEntry(typeof(FnaTensorCoreKernelD128), nameof(FnaTensorCoreKernelD128.Forward), true, true, true, format);
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.QueryGrad), true, true, format);
-            AddEntry(typeof(FnaTensorCoreQueryGradKernelD64), nameof(FnaTensorCoreQueryGradKernelD64.QueryGrad), true, true, true, format);
-            AddEntry(typeof(FnaTensorCoreQueryGradKernelD128), nameof(FnaTensorCoreQueryGradKernelD128.QueryGrad), true, true, true, format);
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.KeyValueGrad), true, true, format);
-            AddEntry(typeof(FnaTensorCoreKeyValueGradKernelD64), nameof(FnaTensorCoreKeyValueGradKernelD64.KeyValueGrad), true, true, true, format);
-            AddEntry(typeof(FnaTensorCoreKeyValueGradKernelD128), nameof(FnaTensorCoreKeyValueGradKernelD128.KeyValueGrad), true, true, true, format);
+
+            // The generated kernels with ldmatrix (the default) for both formats; element loads once (fp16).
+            foreach (var (kernel, method) in FnaRegisterKernels.EntryPoints)
+            {
+                AddEntry(kernel, method, true, true, true, format, typeof(MatrixLoads));
+                if (format == typeof(Fp16Format))
+                {
+                    AddEntry(kernel, method, true, true, true, format, typeof(ElementLoads));
+                }
+            }
         }
 
         Add(typeof(FnaTf32Kernel), nameof(FnaTf32Kernel.Forward), true, true);

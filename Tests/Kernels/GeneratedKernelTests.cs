@@ -49,6 +49,32 @@ public sealed class GeneratedKernelTests
     }
 
     [Test]
+    public void CheckedInRegistryMatchesTheGenerator()
+    {
+        var path = Path.Combine(RepositoryRoot(), FnaRegisterRegistryGenerator.RelativePath);
+        Assert.That(File.Exists(path), Is.True, $"{path} is missing: run the generator (Codegen)");
+        Assert.That(
+            File.ReadAllBytes(path), Is.EqualTo(new UTF8Encoding(false).GetBytes(FnaRegisterRegistryGenerator.Generate())),
+            $"{FnaRegisterRegistryGenerator.RelativePath} differs from the generator's output: run `dotnet run -c Release --project Codegen -- .`");
+    }
+
+    [Test]
+    public void RegistryListsEveryGeneratedHeadDimension()
+    {
+        var dims = FnaRegisterKernelGenerator.Variants.Select(v => v.HeadDim).ToArray();
+        Assert.That(Natten.Kernels.Fused.Generated.FnaRegisterKernels.HeadDims, Is.EqualTo(dims));
+        Assert.That(FnaRegisterBackwardGenerator.Variants, Is.EqualTo(dims), "forward and backward are generated for the same head dimensions");
+        foreach (var d in dims)
+        {
+            Assert.That(Natten.Kernels.Fused.Generated.FnaRegisterKernels.Supports(d), Is.True, $"D{d}");
+            Assert.That(Natten.Kernels.Fused.Generated.FnaRegisterKernels.RowStride(d), Is.EqualTo(d + 8), $"D{d}");
+        }
+
+        Assert.That(Natten.Kernels.Fused.Generated.FnaRegisterKernels.Supports(48), Is.False);
+        Assert.That(Natten.Kernels.Fused.Generated.FnaRegisterKernels.Supports(256), Is.False);
+    }
+
+    [Test]
     public void GeneratedQueryGradIndexesFragmentsByConstantsOnly()
     {
         foreach (var d in FnaRegisterBackwardGenerator.Variants)

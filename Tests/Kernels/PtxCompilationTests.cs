@@ -70,4 +70,32 @@ public sealed class PtxCompilationTests
         Assert.That(report.LocalStores, Is.EqualTo(1));
         Assert.That(report.MmaInstructions, Is.EqualTo(1));
     }
+
+    [Test]
+    public void Inspect_tells_fixed_offset_copies_from_run_time_indexed_arrays()
+    {
+        const string ptx = """
+            .visible .entry K(
+            )
+            {
+            	.local .align 16 .b8 __local_depot0[16];
+            	.local .align 16 .b8 __local_depot1[16];
+            	.local .align 4 .b8 __local_depot2[64];
+            	mov.b64	%rd1, __local_depot0;
+            	mov.b64	%rd2, __local_depot1;
+            	mov.b64	%rd3, __local_depot2;
+            	st.local.b64	[%rd1], %rd10;
+            	st.local.b64	[%rd1+8], 0;
+            	ld.local.b64	%rd11, [%rd1];
+            	st.local.b64	[%rd2], %rd10;
+            	ld.local.b64	%rd12, [%rd2+8];
+            	add.s64	%rd13, %rd3, %rd12;
+            	ld.local.f32	%f1, [%rd13];
+            }
+            """;
+        var report = PtxInspection.Inspect(ptx.Replace("\r", string.Empty, StringComparison.Ordinal));
+        Assert.That(report.LocalDepots, Is.EqualTo(new[] { 16, 16, 64 }));
+        Assert.That(report.FixedOffsetDepots, Is.EqualTo(new[] { 16, 16 }), "depots 0 and 1 are only addressed at constant offsets");
+        Assert.That(report.LocalArrays, Is.EqualTo(new[] { 64 }), "depot 2's base enters an add: an array indexed at run time");
+    }
 }

@@ -13,9 +13,10 @@ using Half = System.Half;
 namespace Natten.Tests.Kernels;
 
 /// <summary>
-/// The tensor-core backward with the generated register-resident dQ and dK/dV kernels (D = Dv = 64 and 128, fp16 and
-/// bf16; the additional tokens' dK/dV from the float32-math kernel) against the double Reference gradients. On the CPU
-/// accelerator the fragments go through the lane-exact mma emulation, so these run the generated kernels' own fragment,
+/// The tensor-core backward with the generated register-resident dQ and dK/dV kernels (D = Dv = 32, 64 and 128, fp16 and
+/// bf16, fragments through ldmatrix and on a subset through element loads; the additional tokens' dK/dV from the
+/// float32-math kernel) against the double Reference gradients. On the CPU accelerator the fragments go through the
+/// lane-exact mma emulation and ldmatrix's lane-by-lane model, so these run the generated kernels' own fragment,
 /// masking and dS code.
 /// Shapes are tiny: the emulation costs two group barriers per mma.
 /// </summary>
@@ -26,7 +27,7 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
 
     public static IEnumerable<TestCaseData> Problems()
     {
-        foreach (var d in new[] { 64, 128 })
+        foreach (var d in new[] { 32, 64, 128 })
         {
             foreach (var bf16 in new[] { false, true })
             {
@@ -38,8 +39,15 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
                 // 21 additional tokens with 16-key sub-tiles: one full sub-tile (no-mask path) and a partial one (5 keys).
                 yield return Case($"D{d}_{format}_1D_causal_dilation_additional", d, bf16, RegisterTensorCoreTests.Visits.Masked,
                     [33], [5], [1], [2], [true], 1, 1, 21, [16], [16]);
-                yield return Case($"D{d}_{format}_2D_causal_stride_dilation", d, bf16, RegisterTensorCoreTests.Visits.Masked,
-                    [6, 6], [3, 5], [1, 2], [2, 1], [false, true], 2, 2, 0, [4, 4], [4, 4]);
+                if (!(bf16 && d == 32))
+                {
+                    // D32 bf16 is judged by FlashAttention's rule in Bfloat16GradientsFollowTheToleranceRule: its exact dV
+                    // reaches −1.2312, between the bf16 values −1.2266 and −1.2344, so rounding alone costs 3.2e-3 of the
+                    // absolute 4e-3 bound (measured: kernel −1.2266, error 4.6e-3; P rounded to bf16 moves the f32 sum by 7e-4).
+                    yield return Case($"D{d}_{format}_2D_causal_stride_dilation", d, bf16, RegisterTensorCoreTests.Visits.Masked,
+                        [6, 6], [3, 5], [1, 2], [2, 1], [false, true], 2, 2, 0, [4, 4], [4, 4]);
+                }
+
                 // Two warps and a KV sub-tile of 32 keys (two 16-key blocks per sub-tile).
                 yield return Case($"D{d}_{format}_1D_two_warps_two_blocks_GQA", d, bf16, RegisterTensorCoreTests.Visits.Masked,
                     [45], [11], [1], [1], [false], 2, 1, 0, [32], [32]);
@@ -48,11 +56,17 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
                     // bf16 is left out here: the exact dV reaches 1.6 under the causal axis, and rounding it to bf16 alone
                     // costs 3.7e-3 to 3.9e-3 of the absolute 4e-3 bound (measured: kernel 4.9e-3 in bf16, the same as the
                     // version-1 kernel). Tolerance.BFloat16Gradient is not loosened; the bf16 case is judged by
-                    // FlashAttention's rule in Bfloat16TwoWarpGradientsFollowTheToleranceRule.
+                    // FlashAttention's rule in Bfloat16GradientsFollowTheToleranceRule.
                     yield return Case($"D{d}_{format}_2D_two_warps_two_blocks", d, bf16, RegisterTensorCoreTests.Visits.Masked,
                         [8, 6], [3, 3], [1, 1], [1, 2], [false, true], 1, 1, 0, [4, 8], [4, 8]);
                 }
             }
+
+            // Element loads (NATTEN_FRAGMENT_LOADS=elements) on two shapes per head dimension.
+            yield return Case($"D{d}_fp16_elements_1D_causal_dilation_additional", d, false, RegisterTensorCoreTests.Visits.Masked,
+                [33], [5], [1], [2], [true], 1, 1, 21, [16], [16], FragmentLoadKind.Elements);
+            yield return Case($"D{d}_fp16_elements_1D_two_warps_two_blocks_GQA", d, false, RegisterTensorCoreTests.Visits.Masked,
+                [45], [11], [1], [1], [false], 2, 1, 0, [32], [32], FragmentLoadKind.Elements);
         }
     }
 
@@ -66,8 +80,10 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
     }
 
     [TestCaseSource(nameof(Problems))]
-    public void GeneratedBackwardMatchesReference(NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, RegisterTensorCoreTests.Visits visits)
+    public void GeneratedBackwardMatchesReference(
+        NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, RegisterTensorCoreTests.Visits visits, bool elementLoads)
     {
+        using var pinned = FragmentLoading.Use(elementLoads ? FragmentLoadKind.Elements : FragmentLoadKind.Matrix);
         var run = new Run(kind, reference, tiles, bfloat16);
         var simulator = new FnaSimulator(run.P, run.Tile, KvTilingMode.Dynamic);
         if (visits.HasFlag(RegisterTensorCoreTests.Visits.Masked))
@@ -93,21 +109,26 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
         }
     }
 
-    /// <summary>
-    /// The bf16 2D causal two-warp case left out of <see cref="GeneratedBackwardMatchesReference"/> (its exact dV reaches
-    /// 1.6, where rounding to bf16 alone nearly fills the absolute 4e-3 bound), judged by FlashAttention's rule instead:
-    /// kernel error ≤ 2 × the error of a plain float32 backward whose gradients are rounded to bf16, + the bf16 floor.
-    /// The plain baseline itself must match the Reference to float32 accuracy, so the rule cannot pass vacuously.
-    /// </summary>
-    [Test]
-    public void Bfloat16TwoWarpGradientsFollowTheToleranceRule([Values(64, 128)] int d)
+    public static IEnumerable<TestCaseData> RuleCases()
     {
-        var reference = new NeighborhoodProblem
+        foreach (var d in new[] { 32, 64, 128 })
         {
-            Batch = 1, Spatial = [8, 6], Heads = 1, KvHeads = 1, HeadDim = d, ValueDim = d, KernelSize = [3, 3],
-            Stride = [1, 1], Dilation = [1, 2], Causal = [false, true], AdditionalTokens = 0,
-        };
-        var run = new Run(kind, reference, new FusedTiles(AxisValues.PerAxis([4, 8]), AxisValues.PerAxis([4, 8])), bfloat16: true);
+            yield return RuleCase($"D{d}_2D_two_warps_two_blocks", d, [8, 6], [3, 3], [1, 1], [1, 2], 1, [4, 8]);
+        }
+
+        yield return RuleCase("D32_2D_causal_stride_dilation", 32, [6, 6], [3, 5], [1, 2], [2, 1], 2, [4, 4]);
+    }
+
+    /// <summary>
+    /// The bf16 cases left out of <see cref="GeneratedBackwardMatchesReference"/> (their exact dV reaches 1.2 to 1.6, where
+    /// rounding to bf16 alone nearly fills the absolute 4e-3 bound), judged by FlashAttention's rule instead: kernel error
+    /// ≤ 2 × the error of a plain float32 backward whose gradients are rounded to bf16, + the bf16 floor. The plain
+    /// baseline itself must match the Reference to float32 accuracy, so the rule cannot pass vacuously.
+    /// </summary>
+    [TestCaseSource(nameof(RuleCases))]
+    public void Bfloat16GradientsFollowTheToleranceRule(NeighborhoodProblem reference, FusedTiles tiles)
+    {
+        var run = new Run(kind, reference, tiles, bfloat16: true);
         var grads = run.Backward();
         var expected = run.ReferenceGradients();
         var plain = run.PlainGradients();
@@ -136,24 +157,35 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
     }
 
     [Test]
-    public void DispatchTakesTheGeneratedKernelsOnlyForD64AndD128()
+    public void DispatchTakesTheGeneratedKernelsOnlyForGeneratedHeadDims()
     {
-        foreach (var d in new[] { 64, 128 })
+        foreach (var d in new[] { 32, 64, 128 })
         {
             var p = new ProblemParams(1, 1, 1, d, d, 0, [40], [7], [1], [1], [false], 1.0);
             Assert.That(FnaTensorCoreBackward.UsesRegisterKernels(p), Is.True, $"D = Dv = {d}");
         }
 
-        foreach (var (d, dv) in new[] { (32, 32), (64, 32), (128, 64), (16, 16), (256, 256) })
+        foreach (var (d, dv) in new[] { (64, 32), (128, 64), (16, 16), (48, 48), (256, 256) })
         {
             var p = new ProblemParams(1, 1, 1, d, dv, 0, [40], [7], [1], [1], [false], 1.0);
             Assert.That(FnaTensorCoreBackward.UsesRegisterKernels(p), Is.False, $"D {d}, Dv {dv}");
         }
     }
 
+    private static TestCaseData RuleCase(string name, int d, int[] spatial, int[] kernel, int[] stride, int[] dilation, int heads, int[] tile)
+    {
+        var problem = new NeighborhoodProblem
+        {
+            Batch = 1, Spatial = spatial, Heads = heads, KvHeads = heads, HeadDim = d, ValueDim = d, KernelSize = kernel,
+            Stride = stride, Dilation = dilation, Causal = [false, true], AdditionalTokens = 0,
+        };
+        var tiles = new FusedTiles(AxisValues.PerAxis(tile), AxisValues.PerAxis(tile));
+        return new TestCaseData(problem, tiles).SetName($"{{m}}({name})");
+    }
+
     private static TestCaseData Case(
         string name, int d, bool bfloat16, RegisterTensorCoreTests.Visits visits, int[] spatial, int[] kernel, int[] stride, int[] dilation,
-        bool[] causal, int heads, int kvHeads, int additional, int[] queryTile, int[] keyTile)
+        bool[] causal, int heads, int kvHeads, int additional, int[] queryTile, int[] keyTile, FragmentLoadKind loads = FragmentLoadKind.Matrix)
     {
         var problem = new NeighborhoodProblem
         {
@@ -161,7 +193,7 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
             Stride = stride, Dilation = dilation, Causal = causal, AdditionalTokens = additional,
         };
         var tiles = new FusedTiles(AxisValues.PerAxis(queryTile), AxisValues.PerAxis(keyTile));
-        return new TestCaseData(problem, tiles, bfloat16, visits).SetName($"{{m}}({name})");
+        return new TestCaseData(problem, tiles, bfloat16, visits, loads == FragmentLoadKind.Elements).SetName($"{{m}}({name})");
     }
 
     /// <summary>Inputs in the storage format, the tensor-core forward (O, LSE), and the backward through the host dispatch.</summary>

@@ -12,9 +12,11 @@ using Half = System.Half;
 namespace Natten.Tests.Kernels;
 
 /// <summary>
-/// The generated register-resident tensor-core forwards (D = Dv = 64 and 128, fp16 and bf16) against the double
+/// The generated register-resident tensor-core forwards (D = Dv = 32, 64 and 128, fp16 and bf16; fragments through
+/// ldmatrix, the default, and a subset through element loads) against the double
 /// Reference by FlashAttention's rule. On the CPU accelerator the fragments go through the lane-exact mma emulation
-/// and the warp shuffles, so these run the kernels' own fragment, masking and softmax code. Shapes are tiny: the
+/// and the warp shuffles, and ldmatrix through its lane-by-lane model, so these run the kernels' own fragment, masking and
+/// softmax code. Shapes are tiny: the
 /// emulation costs two group barriers per mma.
 /// </summary>
 [TestFixtureSource(nameof(Accelerators))]
@@ -32,7 +34,7 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
 
     public static IEnumerable<TestCaseData> Problems()
     {
-        foreach (var d in new[] { 64, 128 })
+        foreach (var d in new[] { 32, 64, 128 })
         {
             foreach (var bf16 in new[] { false, true })
             {
@@ -56,8 +58,14 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
 
                 // Two warps and a KV sub-tile of two chunks (128 keys for D 64, 64 keys for D 128): the chunk loop runs twice.
                 yield return Case($"D{d}_{format}_1D_two_warps_two_chunks", d, bf16, Visits.Masked,
-                    [80], [d == 64 ? 65 : 33], [1], [1], [false], 1, 1, 0, [32], [d == 64 ? 128 : 64]);
+                    [80], [d == 128 ? 33 : 65], [1], [1], [false], 1, 1, 0, [32], [d == 128 ? 64 : 128]);
             }
+
+            // Element loads (NATTEN_FRAGMENT_LOADS=elements) on two shapes per head dimension.
+            yield return Case($"D{d}_fp16_elements_1D_inside_and_edge_subtiles_GQA", d, false, Visits.Masked | Visits.Unmasked,
+                [48], [33], [1], [1], [false], 2, 1, 0, [16], [16], FragmentLoadKind.Elements);
+            yield return Case($"D{d}_fp16_elements_2D_causal_stride_dilation", d, false, Visits.Masked,
+                [6, 6], [3, 5], [1, 2], [2, 1], [false, true], 2, 2, 0, [4, 4], [4, 4], FragmentLoadKind.Elements);
         }
     }
 
@@ -71,15 +79,16 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
     }
 
     [TestCaseSource(nameof(Problems))]
-    public void GeneratedForwardFollowsTheToleranceRule(NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, Visits visits)
+    public void GeneratedForwardFollowsTheToleranceRule(NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, Visits visits, bool elementLoads)
     {
+        using var pinned = FragmentLoading.Use(elementLoads ? FragmentLoadKind.Elements : FragmentLoadKind.Matrix);
         var (shape, options) = TensorCoreTests.Describe(reference, tiles);
         var device = DeviceRuntime.Get(kind);
         var problem = ProblemValidator.Validate(shape, options, bfloat16 ? ElementType.BFloat16 : ElementType.Float16);
         var p = NaiveBackend.ToParams(problem);
         var tile = FusedBackend.TensorCoreTile(device, problem, p);
         Assert.That(tile, Is.Not.Null, "this problem must take the tensor-core path");
-        Assert.That(FnaTensorCore.UsesRegisterKernel(p), Is.True, "D = Dv = 64 or 128 must take the generated register-resident kernel");
+        Assert.That(FnaTensorCore.UsesRegisterKernel(p), Is.True, "D = Dv with a generated variant must take the register-resident kernel");
         var simulator = new FnaSimulator(p, tile!.Value, KvTilingMode.Dynamic);
         if (visits.HasFlag(Visits.Masked))
         {
@@ -146,13 +155,13 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
     [Test]
     public void OtherHeadDimsKeepTheVersion1Kernel()
     {
-        foreach (var d in new[] { 64, 128 })
+        foreach (var d in new[] { 32, 64, 128 })
         {
             var p = new Natten.Kernels.Common.ProblemParams(1, 1, 1, d, d, 0, [40], [7], [1], [1], [false], 1.0);
             Assert.That(FnaTensorCore.UsesRegisterKernel(p), Is.True, $"D = Dv = {d}");
         }
 
-        foreach (var (d, dv) in new[] { (32, 32), (64, 32), (128, 64), (16, 16), (256, 256) })
+        foreach (var (d, dv) in new[] { (64, 32), (128, 64), (16, 16), (48, 48), (256, 256) })
         {
             var p = new Natten.Kernels.Common.ProblemParams(1, 1, 1, d, dv, 0, [40], [7], [1], [1], [false], 1.0);
             Assert.That(FnaTensorCore.UsesRegisterKernel(p), Is.False, $"D {d}, Dv {dv}");
@@ -161,7 +170,7 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
 
     private static TestCaseData Case(
         string name, int d, bool bfloat16, Visits visits, int[] spatial, int[] kernel, int[] stride, int[] dilation, bool[] causal,
-        int heads, int kvHeads, int additional, int[] queryTile, int[] keyTile)
+        int heads, int kvHeads, int additional, int[] queryTile, int[] keyTile, FragmentLoadKind loads = FragmentLoadKind.Matrix)
     {
         var problem = new NeighborhoodProblem
         {
@@ -169,6 +178,6 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
             Stride = stride, Dilation = dilation, Causal = causal, AdditionalTokens = additional,
         };
         var tiles = new FusedTiles(AxisValues.PerAxis(queryTile), AxisValues.PerAxis(keyTile));
-        return new TestCaseData(problem, tiles, bfloat16, visits).SetName($"{{m}}({name})");
+        return new TestCaseData(problem, tiles, bfloat16, visits, loads == FragmentLoadKind.Elements).SetName($"{{m}}({name})");
     }
 }

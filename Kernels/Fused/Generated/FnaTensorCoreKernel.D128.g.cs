@@ -29,11 +29,8 @@ internal static class FnaTensorCoreKernelD128
     /// <summary>Keys per register chunk (columns of S a warp holds at once); the staged sub-tile is walked in such chunks.</summary>
     public const int KeyChunk = 32;
 
-    /// <summary>16-bit words per staged Q, K or V row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups.</summary>
+    /// <summary>16-bit words per staged Q, K or V row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups (and every row starts 16-byte aligned, as ldmatrix needs).</summary>
     public const int RowStride = 136;
-
-    /// <summary>32-bit words per staged row.</summary>
-    private const int RowWords = RowStride / 2;
 
     /// <summary>This warp's Q rows as A fragments: k-step s (head columns 16s … 16s + 15), registers a0 … a3.</summary>
     internal struct QueryFragments
@@ -78,11 +75,15 @@ internal static class FnaTensorCoreKernelD128
         public float N15C0, N15C1, N15C2, N15C3;
     }
 
-    /// <summary>The kernel: same parameters and semantics as <see cref="FnaTensorCoreKernel.Forward{TFormat}"/> (p.HeadDim = p.ValueDim = HeadDim).</summary>
-    public static void Forward<TFormat>(
+    /// <summary>
+    /// The kernel: same parameters and semantics as <see cref="FnaTensorCoreKernel.Forward{TFormat}"/> (p.HeadDim = p.ValueDim = HeadDim).
+    /// <typeparamref name="TLoads"/> gathers the Q, K and V fragments from shared memory (<c>ldmatrix</c> or element loads).
+    /// </summary>
+    public static void Forward<TFormat, TLoads>(
         ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value,
         ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue, ArrayView<ushort> output, ArrayView<float> lse, int writeLse)
         where TFormat : struct, IHalfFormat
+        where TLoads : struct, IFragmentLoads
     {
         // Static shared memory: only the mma emulation's scratch (unused where mma.sync exists).
         var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps);
@@ -109,13 +110,12 @@ internal static class FnaTensorCoreKernelD128
         var qTile = shared.SubView(0, tile.QueryTile * RowStride);
         var kTile = shared.SubView(tile.QueryTile * RowStride, keys * RowStride);
         var vTile = shared.SubView((tile.QueryTile + keys) * RowStride, keys * RowStride);
-        var kWords = kTile.Cast<uint>();
 
         // Q once: staged (unscaled), then this warp's 16 rows into A fragments that stay in registers.
         FnaRegisterTile.StageQuery(p, tile, axis0, axis1, axis2, batch, head, query, qTile, RowStride, tid, threads);
         Group.Barrier();
         var q = default(QueryFragments);
-        LoadQuery(qTile.Cast<uint>(), (((warp * 16) + g) * RowWords) + t, ref q);
+        LoadQuery<TLoads>(qTile, warp * 16, ref q);
         var o = default(OutputTile);
         var rows = RowState.Start();
         var localTop = (warp * 16) + g;
@@ -165,11 +165,11 @@ internal static class FnaTensorCoreKernelD128
             {
                 if (inside)
                 {
-                    Chunk<TFormat, NoMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, default, default, slots, scoreScale, g, t, scratch);
+                    Chunk<TFormat, TLoads, NoMask>(ref q, ref o, ref rows, kTile, vTile, chunk, keys, default, default, slots, scoreScale, t, scratch);
                 }
                 else
                 {
-                    Chunk<TFormat, WindowMask>(ref q, ref o, ref rows, kWords, vTile, chunk, keys, top, bottom, slots, scoreScale, g, t, scratch);
+                    Chunk<TFormat, TLoads, WindowMask>(ref q, ref o, ref rows, kTile, vTile, chunk, keys, top, bottom, slots, scoreScale, t, scratch);
                 }
             }
         }
@@ -179,114 +179,106 @@ internal static class FnaTensorCoreKernelD128
 
     /// <summary>One chunk of keys [chunk, chunk + KeyChunk) ∩ [0, keys) of the staged sub-tile: scores, softmax step, O update.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Chunk<TFormat, TMask>(
-        ref QueryFragments q, ref OutputTile o, ref RowState rows, ArrayView<uint> kWords, ArrayView<ushort> vTile, int chunk, int keys,
-        TMask top, TMask bottom, KeySlots slots, float scoreScale, int g, int t, ArrayView<uint> scratch)
+    private static void Chunk<TFormat, TLoads, TMask>(
+        ref QueryFragments q, ref OutputTile o, ref RowState rows, ArrayView<ushort> kTile, ArrayView<ushort> vTile, int chunk, int keys,
+        TMask top, TMask bottom, KeySlots slots, float scoreScale, int t, ArrayView<uint> scratch)
         where TFormat : struct, IHalfFormat
+        where TLoads : struct, IFragmentLoads
         where TMask : struct, IKeyMask
     {
         var s = default(ScoreTile);
-        Scores<TFormat, TMask>(ref q, ref s, kWords, chunk, keys, top, bottom, slots, scoreScale, g, t, scratch);
+        Scores<TFormat, TLoads, TMask>(ref q, ref s, kTile, chunk, keys, top, bottom, slots, scoreScale, t, scratch);
         Softmax(ref s, ref o, ref rows);
-        UpdateOutput<TFormat>(ref s, ref o, vTile, chunk, keys, g, t, scratch);
+        UpdateOutput<TFormat, TLoads>(ref s, ref o, vTile, chunk, keys, scratch);
     }
 
     /// <summary>
-    /// A fragments of this warp's 16 Q rows; <paramref name="word"/> is the 32-bit index of (row g, columns 2t, 2t + 1).
-    /// a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).
+    /// A fragments of this warp's 16 Q rows (tile rows <paramref name="row0"/> …): k-step s is the 16×16 block at head
+    /// column 16s, a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void LoadQuery(ArrayView<uint> qWords, int word, ref QueryFragments q)
+    private static void LoadQuery<TLoads>(ArrayView<ushort> qTile, int row0, ref QueryFragments q)
+        where TLoads : struct, IFragmentLoads
     {
-        q.K0A0 = qWords[word];
-        q.K0A1 = qWords[word + (8 * RowWords)];
-        q.K0A2 = qWords[word + 4];
-        q.K0A3 = qWords[word + (8 * RowWords) + 4];
-        q.K1A0 = qWords[word + 8];
-        q.K1A1 = qWords[word + (8 * RowWords) + 8];
-        q.K1A2 = qWords[word + 12];
-        q.K1A3 = qWords[word + (8 * RowWords) + 12];
-        q.K2A0 = qWords[word + 16];
-        q.K2A1 = qWords[word + (8 * RowWords) + 16];
-        q.K2A2 = qWords[word + 20];
-        q.K2A3 = qWords[word + (8 * RowWords) + 20];
-        q.K3A0 = qWords[word + 24];
-        q.K3A1 = qWords[word + (8 * RowWords) + 24];
-        q.K3A2 = qWords[word + 28];
-        q.K3A3 = qWords[word + (8 * RowWords) + 28];
-        q.K4A0 = qWords[word + 32];
-        q.K4A1 = qWords[word + (8 * RowWords) + 32];
-        q.K4A2 = qWords[word + 36];
-        q.K4A3 = qWords[word + (8 * RowWords) + 36];
-        q.K5A0 = qWords[word + 40];
-        q.K5A1 = qWords[word + (8 * RowWords) + 40];
-        q.K5A2 = qWords[word + 44];
-        q.K5A3 = qWords[word + (8 * RowWords) + 44];
-        q.K6A0 = qWords[word + 48];
-        q.K6A1 = qWords[word + (8 * RowWords) + 48];
-        q.K6A2 = qWords[word + 52];
-        q.K6A3 = qWords[word + (8 * RowWords) + 52];
-        q.K7A0 = qWords[word + 56];
-        q.K7A1 = qWords[word + (8 * RowWords) + 56];
-        q.K7A2 = qWords[word + 60];
-        q.K7A3 = qWords[word + (8 * RowWords) + 60];
+        TLoads.Rows(qTile, RowStride, row0, 0, out q.K0A0, out q.K0A1, out q.K0A2, out q.K0A3);
+        TLoads.Rows(qTile, RowStride, row0, 16, out q.K1A0, out q.K1A1, out q.K1A2, out q.K1A3);
+        TLoads.Rows(qTile, RowStride, row0, 32, out q.K2A0, out q.K2A1, out q.K2A2, out q.K2A3);
+        TLoads.Rows(qTile, RowStride, row0, 48, out q.K3A0, out q.K3A1, out q.K3A2, out q.K3A3);
+        TLoads.Rows(qTile, RowStride, row0, 64, out q.K4A0, out q.K4A1, out q.K4A2, out q.K4A3);
+        TLoads.Rows(qTile, RowStride, row0, 80, out q.K5A0, out q.K5A1, out q.K5A2, out q.K5A3);
+        TLoads.Rows(qTile, RowStride, row0, 96, out q.K6A0, out q.K6A1, out q.K6A2, out q.K6A3);
+        TLoads.Rows(qTile, RowStride, row0, 112, out q.K7A0, out q.K7A1, out q.K7A2, out q.K7A3);
     }
 
     /// <summary>
     /// S = Q·Kᵀ for the chunk, scaled by scale·log2 e and masked (−∞). The B fragment of n-tile n is K row
-    /// chunk + 8n + g: b0 = columns 16s + 2t, 2t + 1, b1 = columns 16s + 2t + 8, 2t + 9. Keys past the staged
-    /// sub-tile (16 at a time; uniform over the group) are −∞ without a product.
+    /// chunk + 8n + g: b0 = columns 16s + 2t, 2t + 1, b1 = columns 16s + 2t + 8, 2t + 9; one 16×16 block of K rows
+    /// (keys) per k-step gives both for two n-tiles: (r0, r2) for the first 8 keys, (r1, r3) for the next 8. Keys
+    /// past the staged sub-tile (16 at a time; uniform over the group) are −∞ without a product.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Scores<TFormat, TMask>(
-        ref QueryFragments q, ref ScoreTile s, ArrayView<uint> kWords, int chunk, int keys, TMask top, TMask bottom, KeySlots slots,
-        float scoreScale, int g, int t, ArrayView<uint> scratch)
+    private static void Scores<TFormat, TLoads, TMask>(
+        ref QueryFragments q, ref ScoreTile s, ArrayView<ushort> kTile, int chunk, int keys, TMask top, TMask bottom, KeySlots slots,
+        float scoreScale, int t, ArrayView<uint> scratch)
         where TFormat : struct, IHalfFormat
+        where TLoads : struct, IFragmentLoads
         where TMask : struct, IKeyMask
     {
         // Keys chunk + 0 … chunk + 15: n-tiles 0, 1.
-        var key0 = ((chunk + g) * RowWords) + t;
-        var key1 = ((chunk + 8 + g) * RowWords) + t;
-        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key0], kWords[key0 + 4], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key1], kWords[key1 + 4], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key0 + 8], kWords[key0 + 12], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key1 + 8], kWords[key1 + 12], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key0 + 16], kWords[key0 + 20], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key1 + 16], kWords[key1 + 20], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key0 + 24], kWords[key0 + 28], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key1 + 24], kWords[key1 + 28], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key0 + 32], kWords[key0 + 36], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key1 + 32], kWords[key1 + 36], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key0 + 40], kWords[key0 + 44], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key1 + 40], kWords[key1 + 44], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key0 + 48], kWords[key0 + 52], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key1 + 48], kWords[key1 + 52], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key0 + 56], kWords[key0 + 60], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key1 + 56], kWords[key1 + 60], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, chunk, 0, out var h0k0r0, out var h0k0r1, out var h0k0r2, out var h0k0r3);
+        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, h0k0r0, h0k0r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, h0k0r1, h0k0r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, chunk, 16, out var h0k1r0, out var h0k1r1, out var h0k1r2, out var h0k1r3);
+        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, h0k1r0, h0k1r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, h0k1r1, h0k1r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, chunk, 32, out var h0k2r0, out var h0k2r1, out var h0k2r2, out var h0k2r3);
+        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, h0k2r0, h0k2r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, h0k2r1, h0k2r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, chunk, 48, out var h0k3r0, out var h0k3r1, out var h0k3r2, out var h0k3r3);
+        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, h0k3r0, h0k3r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, h0k3r1, h0k3r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, chunk, 64, out var h0k4r0, out var h0k4r1, out var h0k4r2, out var h0k4r3);
+        TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, h0k4r0, h0k4r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, h0k4r1, h0k4r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, chunk, 80, out var h0k5r0, out var h0k5r1, out var h0k5r2, out var h0k5r3);
+        TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, h0k5r0, h0k5r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, h0k5r1, h0k5r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, chunk, 96, out var h0k6r0, out var h0k6r1, out var h0k6r2, out var h0k6r3);
+        TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, h0k6r0, h0k6r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, h0k6r1, h0k6r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, chunk, 112, out var h0k7r0, out var h0k7r1, out var h0k7r2, out var h0k7r3);
+        TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, h0k7r0, h0k7r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, h0k7r1, h0k7r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
         FnaRegisterTile.Mask(top, bottom, slots, chunk + (2 * t), scoreScale, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3);
         FnaRegisterTile.Mask(top, bottom, slots, chunk + 8 + (2 * t), scoreScale, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3);
 
         // Keys chunk + 16 … chunk + 31: n-tiles 2, 3.
         if (chunk + 16 < keys)
         {
-            var key2 = ((chunk + 16 + g) * RowWords) + t;
-            var key3 = ((chunk + 24 + g) * RowWords) + t;
-            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key2], kWords[key2 + 4], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key3], kWords[key3 + 4], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
-            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key2 + 8], kWords[key2 + 12], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key3 + 8], kWords[key3 + 12], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
-            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key2 + 16], kWords[key2 + 20], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key3 + 16], kWords[key3 + 20], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
-            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key2 + 24], kWords[key2 + 28], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key3 + 24], kWords[key3 + 28], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
-            TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key2 + 32], kWords[key2 + 36], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key3 + 32], kWords[key3 + 36], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
-            TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key2 + 40], kWords[key2 + 44], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key3 + 40], kWords[key3 + 44], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
-            TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key2 + 48], kWords[key2 + 52], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key3 + 48], kWords[key3 + 52], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
-            TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key2 + 56], kWords[key2 + 60], ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
-            TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key3 + 56], kWords[key3 + 60], ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TLoads.Rows(kTile, RowStride, chunk + 16, 0, out var h1k0r0, out var h1k0r1, out var h1k0r2, out var h1k0r3);
+            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, h1k0r0, h1k0r2, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
+            TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, h1k0r1, h1k0r3, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TLoads.Rows(kTile, RowStride, chunk + 16, 16, out var h1k1r0, out var h1k1r1, out var h1k1r2, out var h1k1r3);
+            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, h1k1r0, h1k1r2, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
+            TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, h1k1r1, h1k1r3, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TLoads.Rows(kTile, RowStride, chunk + 16, 32, out var h1k2r0, out var h1k2r1, out var h1k2r2, out var h1k2r3);
+            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, h1k2r0, h1k2r2, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
+            TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, h1k2r1, h1k2r3, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TLoads.Rows(kTile, RowStride, chunk + 16, 48, out var h1k3r0, out var h1k3r1, out var h1k3r2, out var h1k3r3);
+            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, h1k3r0, h1k3r2, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
+            TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, h1k3r1, h1k3r3, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TLoads.Rows(kTile, RowStride, chunk + 16, 64, out var h1k4r0, out var h1k4r1, out var h1k4r2, out var h1k4r3);
+            TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, h1k4r0, h1k4r2, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
+            TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, h1k4r1, h1k4r3, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TLoads.Rows(kTile, RowStride, chunk + 16, 80, out var h1k5r0, out var h1k5r1, out var h1k5r2, out var h1k5r3);
+            TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, h1k5r0, h1k5r2, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
+            TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, h1k5r1, h1k5r3, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TLoads.Rows(kTile, RowStride, chunk + 16, 96, out var h1k6r0, out var h1k6r1, out var h1k6r2, out var h1k6r3);
+            TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, h1k6r0, h1k6r2, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
+            TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, h1k6r1, h1k6r3, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
+            TLoads.Rows(kTile, RowStride, chunk + 16, 112, out var h1k7r0, out var h1k7r1, out var h1k7r2, out var h1k7r3);
+            TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, h1k7r0, h1k7r2, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3, scratch);
+            TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, h1k7r1, h1k7r3, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3, scratch);
             FnaRegisterTile.Mask(top, bottom, slots, chunk + 16 + (2 * t), scoreScale, ref s.N2C0, ref s.N2C1, ref s.N2C2, ref s.N2C3);
             FnaRegisterTile.Mask(top, bottom, slots, chunk + 24 + (2 * t), scoreScale, ref s.N3C0, ref s.N3C1, ref s.N3C2, ref s.N3C3);
         }
@@ -431,11 +423,13 @@ internal static class FnaTensorCoreKernelD128
     /// <summary>
     /// O += P·V. K-step j of P is S n-tiles 2j, 2j + 1 rounded to the input format: a0 = (row g, n-tile 2j),
     /// a1 = (row g + 8, n-tile 2j), a2 = (row g, n-tile 2j + 1), a3 = (row g + 8, n-tile 2j + 1). The B fragment of
-    /// output n-tile n is V column 8n + g, rows chunk + 16j + 2t, +1 (b0) and + 8, + 9 (b1).
+    /// output n-tile n is V column 8n + g, rows chunk + 16j + 2t, +1 (b0) and + 8, + 9 (b1): one transposed 16×16 block
+    /// of V (keys × value columns 16c …) gives (r0, r1) for n-tile 2c and (r2, r3) for n-tile 2c + 1.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void UpdateOutput<TFormat>(ref ScoreTile s, ref OutputTile o, ArrayView<ushort> vTile, int chunk, int keys, int g, int t, ArrayView<uint> scratch)
+    private static void UpdateOutput<TFormat, TLoads>(ref ScoreTile s, ref OutputTile o, ArrayView<ushort> vTile, int chunk, int keys, ArrayView<uint> scratch)
         where TFormat : struct, IHalfFormat
+        where TLoads : struct, IFragmentLoads
     {
         // Keys chunk + 0 … chunk + 15.
         {
@@ -443,23 +437,30 @@ internal static class FnaTensorCoreKernelD128
             var a1 = FnaRegisterTile.Pack<TFormat>(s.N0C2, s.N0C3);
             var a2 = FnaRegisterTile.Pack<TFormat>(s.N1C0, s.N1C1);
             var a3 = FnaRegisterTile.Pack<TFormat>(s.N1C2, s.N1C3);
-            var v = ((chunk + (2 * t)) * RowStride) + g;
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride), RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 8, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 8, RowStride), ref o.N1C0, ref o.N1C1, ref o.N1C2, ref o.N1C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 16, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 16, RowStride), ref o.N2C0, ref o.N2C1, ref o.N2C2, ref o.N2C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 24, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 24, RowStride), ref o.N3C0, ref o.N3C1, ref o.N3C2, ref o.N3C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 32, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 32, RowStride), ref o.N4C0, ref o.N4C1, ref o.N4C2, ref o.N4C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 40, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 40, RowStride), ref o.N5C0, ref o.N5C1, ref o.N5C2, ref o.N5C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 48, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 48, RowStride), ref o.N6C0, ref o.N6C1, ref o.N6C2, ref o.N6C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 56, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 56, RowStride), ref o.N7C0, ref o.N7C1, ref o.N7C2, ref o.N7C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 64, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 64, RowStride), ref o.N8C0, ref o.N8C1, ref o.N8C2, ref o.N8C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 72, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 72, RowStride), ref o.N9C0, ref o.N9C1, ref o.N9C2, ref o.N9C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 80, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 80, RowStride), ref o.N10C0, ref o.N10C1, ref o.N10C2, ref o.N10C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 88, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 88, RowStride), ref o.N11C0, ref o.N11C1, ref o.N11C2, ref o.N11C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 96, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 96, RowStride), ref o.N12C0, ref o.N12C1, ref o.N12C2, ref o.N12C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 104, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 104, RowStride), ref o.N13C0, ref o.N13C1, ref o.N13C2, ref o.N13C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 112, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 112, RowStride), ref o.N14C0, ref o.N14C1, ref o.N14C2, ref o.N14C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 120, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 120, RowStride), ref o.N15C0, ref o.N15C1, ref o.N15C2, ref o.N15C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk, 0, out var v0r0, out var v0r1, out var v0r2, out var v0r3);
+            TFormat.Mma(a0, a1, a2, a3, v0r0, v0r1, ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v0r2, v0r3, ref o.N1C0, ref o.N1C1, ref o.N1C2, ref o.N1C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk, 16, out var v1r0, out var v1r1, out var v1r2, out var v1r3);
+            TFormat.Mma(a0, a1, a2, a3, v1r0, v1r1, ref o.N2C0, ref o.N2C1, ref o.N2C2, ref o.N2C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v1r2, v1r3, ref o.N3C0, ref o.N3C1, ref o.N3C2, ref o.N3C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk, 32, out var v2r0, out var v2r1, out var v2r2, out var v2r3);
+            TFormat.Mma(a0, a1, a2, a3, v2r0, v2r1, ref o.N4C0, ref o.N4C1, ref o.N4C2, ref o.N4C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v2r2, v2r3, ref o.N5C0, ref o.N5C1, ref o.N5C2, ref o.N5C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk, 48, out var v3r0, out var v3r1, out var v3r2, out var v3r3);
+            TFormat.Mma(a0, a1, a2, a3, v3r0, v3r1, ref o.N6C0, ref o.N6C1, ref o.N6C2, ref o.N6C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v3r2, v3r3, ref o.N7C0, ref o.N7C1, ref o.N7C2, ref o.N7C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk, 64, out var v4r0, out var v4r1, out var v4r2, out var v4r3);
+            TFormat.Mma(a0, a1, a2, a3, v4r0, v4r1, ref o.N8C0, ref o.N8C1, ref o.N8C2, ref o.N8C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v4r2, v4r3, ref o.N9C0, ref o.N9C1, ref o.N9C2, ref o.N9C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk, 80, out var v5r0, out var v5r1, out var v5r2, out var v5r3);
+            TFormat.Mma(a0, a1, a2, a3, v5r0, v5r1, ref o.N10C0, ref o.N10C1, ref o.N10C2, ref o.N10C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v5r2, v5r3, ref o.N11C0, ref o.N11C1, ref o.N11C2, ref o.N11C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk, 96, out var v6r0, out var v6r1, out var v6r2, out var v6r3);
+            TFormat.Mma(a0, a1, a2, a3, v6r0, v6r1, ref o.N12C0, ref o.N12C1, ref o.N12C2, ref o.N12C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v6r2, v6r3, ref o.N13C0, ref o.N13C1, ref o.N13C2, ref o.N13C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk, 112, out var v7r0, out var v7r1, out var v7r2, out var v7r3);
+            TFormat.Mma(a0, a1, a2, a3, v7r0, v7r1, ref o.N14C0, ref o.N14C1, ref o.N14C2, ref o.N14C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v7r2, v7r3, ref o.N15C0, ref o.N15C1, ref o.N15C2, ref o.N15C3, scratch);
         }
 
         // Keys chunk + 16 … chunk + 31.
@@ -469,23 +470,30 @@ internal static class FnaTensorCoreKernelD128
             var a1 = FnaRegisterTile.Pack<TFormat>(s.N2C2, s.N2C3);
             var a2 = FnaRegisterTile.Pack<TFormat>(s.N3C0, s.N3C1);
             var a3 = FnaRegisterTile.Pack<TFormat>(s.N3C2, s.N3C3);
-            var v = ((chunk + 16 + (2 * t)) * RowStride) + g;
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride), RowStride), ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 8, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 8, RowStride), ref o.N1C0, ref o.N1C1, ref o.N1C2, ref o.N1C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 16, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 16, RowStride), ref o.N2C0, ref o.N2C1, ref o.N2C2, ref o.N2C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 24, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 24, RowStride), ref o.N3C0, ref o.N3C1, ref o.N3C2, ref o.N3C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 32, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 32, RowStride), ref o.N4C0, ref o.N4C1, ref o.N4C2, ref o.N4C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 40, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 40, RowStride), ref o.N5C0, ref o.N5C1, ref o.N5C2, ref o.N5C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 48, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 48, RowStride), ref o.N6C0, ref o.N6C1, ref o.N6C2, ref o.N6C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 56, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 56, RowStride), ref o.N7C0, ref o.N7C1, ref o.N7C2, ref o.N7C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 64, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 64, RowStride), ref o.N8C0, ref o.N8C1, ref o.N8C2, ref o.N8C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 72, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 72, RowStride), ref o.N9C0, ref o.N9C1, ref o.N9C2, ref o.N9C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 80, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 80, RowStride), ref o.N10C0, ref o.N10C1, ref o.N10C2, ref o.N10C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 88, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 88, RowStride), ref o.N11C0, ref o.N11C1, ref o.N11C2, ref o.N11C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 96, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 96, RowStride), ref o.N12C0, ref o.N12C1, ref o.N12C2, ref o.N12C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 104, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 104, RowStride), ref o.N13C0, ref o.N13C1, ref o.N13C2, ref o.N13C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 112, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 112, RowStride), ref o.N14C0, ref o.N14C1, ref o.N14C2, ref o.N14C3, scratch);
-            TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(vTile, v + 120, RowStride), FnaRegisterTile.ValuePair(vTile, v + (8 * RowStride) + 120, RowStride), ref o.N15C0, ref o.N15C1, ref o.N15C2, ref o.N15C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk + 16, 0, out var v0r0, out var v0r1, out var v0r2, out var v0r3);
+            TFormat.Mma(a0, a1, a2, a3, v0r0, v0r1, ref o.N0C0, ref o.N0C1, ref o.N0C2, ref o.N0C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v0r2, v0r3, ref o.N1C0, ref o.N1C1, ref o.N1C2, ref o.N1C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk + 16, 16, out var v1r0, out var v1r1, out var v1r2, out var v1r3);
+            TFormat.Mma(a0, a1, a2, a3, v1r0, v1r1, ref o.N2C0, ref o.N2C1, ref o.N2C2, ref o.N2C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v1r2, v1r3, ref o.N3C0, ref o.N3C1, ref o.N3C2, ref o.N3C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk + 16, 32, out var v2r0, out var v2r1, out var v2r2, out var v2r3);
+            TFormat.Mma(a0, a1, a2, a3, v2r0, v2r1, ref o.N4C0, ref o.N4C1, ref o.N4C2, ref o.N4C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v2r2, v2r3, ref o.N5C0, ref o.N5C1, ref o.N5C2, ref o.N5C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk + 16, 48, out var v3r0, out var v3r1, out var v3r2, out var v3r3);
+            TFormat.Mma(a0, a1, a2, a3, v3r0, v3r1, ref o.N6C0, ref o.N6C1, ref o.N6C2, ref o.N6C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v3r2, v3r3, ref o.N7C0, ref o.N7C1, ref o.N7C2, ref o.N7C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk + 16, 64, out var v4r0, out var v4r1, out var v4r2, out var v4r3);
+            TFormat.Mma(a0, a1, a2, a3, v4r0, v4r1, ref o.N8C0, ref o.N8C1, ref o.N8C2, ref o.N8C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v4r2, v4r3, ref o.N9C0, ref o.N9C1, ref o.N9C2, ref o.N9C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk + 16, 80, out var v5r0, out var v5r1, out var v5r2, out var v5r3);
+            TFormat.Mma(a0, a1, a2, a3, v5r0, v5r1, ref o.N10C0, ref o.N10C1, ref o.N10C2, ref o.N10C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v5r2, v5r3, ref o.N11C0, ref o.N11C1, ref o.N11C2, ref o.N11C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk + 16, 96, out var v6r0, out var v6r1, out var v6r2, out var v6r3);
+            TFormat.Mma(a0, a1, a2, a3, v6r0, v6r1, ref o.N12C0, ref o.N12C1, ref o.N12C2, ref o.N12C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v6r2, v6r3, ref o.N13C0, ref o.N13C1, ref o.N13C2, ref o.N13C3, scratch);
+            TLoads.Columns(vTile, RowStride, chunk + 16, 112, out var v7r0, out var v7r1, out var v7r2, out var v7r3);
+            TFormat.Mma(a0, a1, a2, a3, v7r0, v7r1, ref o.N14C0, ref o.N14C1, ref o.N14C2, ref o.N14C3, scratch);
+            TFormat.Mma(a0, a1, a2, a3, v7r2, v7r3, ref o.N15C0, ref o.N15C1, ref o.N15C2, ref o.N15C3, scratch);
         }
     }
 

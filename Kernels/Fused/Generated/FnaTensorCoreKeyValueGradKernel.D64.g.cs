@@ -26,11 +26,8 @@ internal static class FnaTensorCoreKeyValueGradKernelD64
     /// <summary>Head dimension D = Dv this kernel is unrolled for.</summary>
     public const int HeadDim = 64;
 
-    /// <summary>16-bit words per staged row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups.</summary>
+    /// <summary>16-bit words per staged row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups (and every row starts 16-byte aligned, as ldmatrix needs).</summary>
     public const int RowStride = 72;
-
-    /// <summary>32-bit words per staged row.</summary>
-    private const int RowWords = RowStride / 2;
 
     /// <summary>16 rows (Q, dO, K or V) as A fragments: k-step s (head columns 16s … 16s + 15), registers a0 … a3.</summary>
     internal struct RowFragments
@@ -62,10 +59,11 @@ internal static class FnaTensorCoreKeyValueGradKernelD64
     }
 
     /// <summary>The kernel: same parameters and semantics as <see cref="FnaTensorCoreBackwardKernels.KeyValueGrad{TFormat}"/> (p.HeadDim = p.ValueDim = HeadDim).</summary>
-    public static void KeyValueGrad<TFormat>(
+    public static void KeyValueGrad<TFormat, TLoads>(
         ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<float> lse,
         ArrayView<float> rowTerm, ArrayView<ushort> outputGrad, ArrayView<ushort> keyGrad, ArrayView<ushort> valueGrad)
         where TFormat : struct, IHalfFormat
+        where TLoads : struct, IFragmentLoads
     {
         // Static shared memory: the mma emulation's scratch and the staged queries' LSE (log2 domain) and D.
         var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps);
@@ -101,18 +99,15 @@ internal static class FnaTensorCoreKeyValueGradKernelD64
         FnaRegisterBackwardTile.StageKeys(p, tile, axis0, axis1, axis2, batch, kvHead, value, second, RowStride, tid, threads);
         Group.Barrier();
         var localTop = (warp * 16) + g;
-        var word = (localTop * RowWords) + t;
         var k = default(RowFragments);
-        LoadRows(first.Cast<uint>(), word, ref k);
+        LoadRows<TLoads>(first, warp * 16, ref k);
         var v = default(RowFragments);
-        LoadRows(second.Cast<uint>(), word, ref v);
+        LoadRows<TLoads>(second, warp * 16, ref v);
         var dk = default(GradientTile);
         var dv = default(GradientTile);
         var scoreScale = p.Scale * FnaRegisterTile.Log2E;
         var qSub = first.SubView(0, queries * RowStride);
         var doSub = second.SubView(0, queries * RowStride);
-        var qWords = qSub.Cast<uint>();
-        var doWords = doSub.Cast<uint>();
 
         // The barrier at the top of a step also orders the fragment loads of K and V before the first sub-tile overwrites them.
         for (var a0 = axis0.RangeStart; a0 < axis0.RangeEnd; a0 += tile.K0)
@@ -130,9 +125,9 @@ internal static class FnaTensorCoreKeyValueGradKernelD64
                         Group.Barrier();
                         for (var block = 0; block < queries; block += 16)
                         {
-                            Block<TFormat>(
-                                ref k, ref v, ref dk, ref dv, qWords, doWords, qSub, doSub, block, tile, axis0, axis1, axis2, inside, a0, a1, a2, localTop,
-                                scoreScale, queryLse, queryD, g, t, scratch);
+                            Block<TFormat, TLoads>(
+                                ref k, ref v, ref dk, ref dv, qSub, doSub, block, tile, axis0, axis1, axis2, inside, a0, a1, a2, localTop,
+                                scoreScale, queryLse, queryD, t, scratch);
                         }
                     }
                 }
@@ -148,38 +143,46 @@ internal static class FnaTensorCoreKeyValueGradKernelD64
     /// Queries block … block + 15 of the staged sub-tile. The B fragment of Sᵀ n-tile n is Q row block + 8n + g (b0 = columns
     /// 16s + 2t, + 1; b1 = + 8, + 9), of dPᵀ n-tile n the same dO row. Lane (g, t) holds keys localTop, localTop + 8 and
     /// query slots block + 8n + 2t, + 1. Pᵀ and dSᵀ register pairs are the A fragments of dV += Pᵀ·dO and dK += dSᵀ·Q,
-    /// whose B fragment for n-tile n is dO (Q) column 8n + g, rows block + 2t, + 1 (b0) and + 8, + 9 (b1).
+    /// whose B fragment for n-tile n is dO (Q) column 8n + g, rows block + 2t, + 1 (b0) and + 8, + 9 (b1). Fragments come
+    /// in 16×16 blocks (<see cref="IFragmentLoads"/>), as in the query-gradient kernel.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Block<TFormat>(
-        ref RowFragments k, ref RowFragments v, ref GradientTile dk, ref GradientTile dv, ArrayView<uint> qWords, ArrayView<uint> doWords,
+    private static void Block<TFormat, TLoads>(
+        ref RowFragments k, ref RowFragments v, ref GradientTile dk, ref GradientTile dv,
         ArrayView<ushort> qSub, ArrayView<ushort> doSub, int block, FnaTileShape tile, InverseTileAxis axis0, InverseTileAxis axis1,
         InverseTileAxis axis2, bool inside, int a0, int a1, int a2, int localTop, float scoreScale, ArrayView<float> queryLse,
-        ArrayView<float> queryD, int g, int t, ArrayView<uint> scratch)
+        ArrayView<float> queryD, int t, ArrayView<uint> scratch)
         where TFormat : struct, IHalfFormat
+        where TLoads : struct, IFragmentLoads
     {
         var s = default(KeyBlock);
         var dp = default(KeyBlock);
-        var query0 = ((block + g) * RowWords) + t;
-        var query1 = ((block + 8 + g) * RowWords) + t;
 
         // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ: four independent accumulator chains, k-step outer.
-        TFormat.Mma(k.K0A0, k.K0A1, k.K0A2, k.K0A3, qWords[query0], qWords[query0 + 4], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(k.K0A0, k.K0A1, k.K0A2, k.K0A3, qWords[query1], qWords[query1 + 4], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(v.K0A0, v.K0A1, v.K0A2, v.K0A3, doWords[query0], doWords[query0 + 4], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(v.K0A0, v.K0A1, v.K0A2, v.K0A3, doWords[query1], doWords[query1 + 4], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
-        TFormat.Mma(k.K1A0, k.K1A1, k.K1A2, k.K1A3, qWords[query0 + 8], qWords[query0 + 12], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(k.K1A0, k.K1A1, k.K1A2, k.K1A3, qWords[query1 + 8], qWords[query1 + 12], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(v.K1A0, v.K1A1, v.K1A2, v.K1A3, doWords[query0 + 8], doWords[query0 + 12], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(v.K1A0, v.K1A1, v.K1A2, v.K1A3, doWords[query1 + 8], doWords[query1 + 12], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
-        TFormat.Mma(k.K2A0, k.K2A1, k.K2A2, k.K2A3, qWords[query0 + 16], qWords[query0 + 20], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(k.K2A0, k.K2A1, k.K2A2, k.K2A3, qWords[query1 + 16], qWords[query1 + 20], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(v.K2A0, v.K2A1, v.K2A2, v.K2A3, doWords[query0 + 16], doWords[query0 + 20], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(v.K2A0, v.K2A1, v.K2A2, v.K2A3, doWords[query1 + 16], doWords[query1 + 20], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
-        TFormat.Mma(k.K3A0, k.K3A1, k.K3A2, k.K3A3, qWords[query0 + 24], qWords[query0 + 28], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(k.K3A0, k.K3A1, k.K3A2, k.K3A3, qWords[query1 + 24], qWords[query1 + 28], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(v.K3A0, v.K3A1, v.K3A2, v.K3A3, doWords[query0 + 24], doWords[query0 + 28], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(v.K3A0, v.K3A1, v.K3A2, v.K3A3, doWords[query1 + 24], doWords[query1 + 28], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(qSub, RowStride, block, 0, out var q0r0, out var q0r1, out var q0r2, out var q0r3);
+        TFormat.Mma(k.K0A0, k.K0A1, k.K0A2, k.K0A3, q0r0, q0r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(k.K0A0, k.K0A1, k.K0A2, k.K0A3, q0r1, q0r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(doSub, RowStride, block, 0, out var o0r0, out var o0r1, out var o0r2, out var o0r3);
+        TFormat.Mma(v.K0A0, v.K0A1, v.K0A2, v.K0A3, o0r0, o0r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(v.K0A0, v.K0A1, v.K0A2, v.K0A3, o0r1, o0r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(qSub, RowStride, block, 16, out var q1r0, out var q1r1, out var q1r2, out var q1r3);
+        TFormat.Mma(k.K1A0, k.K1A1, k.K1A2, k.K1A3, q1r0, q1r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(k.K1A0, k.K1A1, k.K1A2, k.K1A3, q1r1, q1r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(doSub, RowStride, block, 16, out var o1r0, out var o1r1, out var o1r2, out var o1r3);
+        TFormat.Mma(v.K1A0, v.K1A1, v.K1A2, v.K1A3, o1r0, o1r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(v.K1A0, v.K1A1, v.K1A2, v.K1A3, o1r1, o1r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(qSub, RowStride, block, 32, out var q2r0, out var q2r1, out var q2r2, out var q2r3);
+        TFormat.Mma(k.K2A0, k.K2A1, k.K2A2, k.K2A3, q2r0, q2r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(k.K2A0, k.K2A1, k.K2A2, k.K2A3, q2r1, q2r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(doSub, RowStride, block, 32, out var o2r0, out var o2r1, out var o2r2, out var o2r3);
+        TFormat.Mma(v.K2A0, v.K2A1, v.K2A2, v.K2A3, o2r0, o2r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(v.K2A0, v.K2A1, v.K2A2, v.K2A3, o2r1, o2r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(qSub, RowStride, block, 48, out var q3r0, out var q3r1, out var q3r2, out var q3r3);
+        TFormat.Mma(k.K3A0, k.K3A1, k.K3A2, k.K3A3, q3r0, q3r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(k.K3A0, k.K3A1, k.K3A2, k.K3A3, q3r1, q3r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(doSub, RowStride, block, 48, out var o3r0, out var o3r1, out var o3r2, out var o3r3);
+        TFormat.Mma(v.K3A0, v.K3A1, v.K3A2, v.K3A3, o3r0, o3r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(v.K3A0, v.K3A1, v.K3A2, v.K3A3, o3r1, o3r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
 
         // Pᵀ into s and dSᵀ into dp, element by element (no control flow around the mma calls).
         dp.N0C0 = FnaRegisterBackwardTile.ScoreGrad(
@@ -208,48 +211,44 @@ internal static class FnaTensorCoreKeyValueGradKernelD64
         var d1 = FnaRegisterTile.Pack<TFormat>(dp.N0C2, dp.N0C3);
         var d2 = FnaRegisterTile.Pack<TFormat>(dp.N1C0, dp.N1C1);
         var d3 = FnaRegisterTile.Pack<TFormat>(dp.N1C2, dp.N1C3);
-        var row = ((block + (2 * t)) * RowStride) + g;
-        TFormat.Mma(p0, p1, p2, p3, FnaRegisterTile.ValuePair(doSub, row, RowStride), FnaRegisterTile.ValuePair(doSub, row + (8 * RowStride), RowStride), ref dv.N0C0, ref dv.N0C1, ref dv.N0C2, ref dv.N0C3, scratch);
-        TFormat.Mma(p0, p1, p2, p3, FnaRegisterTile.ValuePair(doSub, row + 8, RowStride), FnaRegisterTile.ValuePair(doSub, row + (8 * RowStride) + 8, RowStride), ref dv.N1C0, ref dv.N1C1, ref dv.N1C2, ref dv.N1C3, scratch);
-        TFormat.Mma(p0, p1, p2, p3, FnaRegisterTile.ValuePair(doSub, row + 16, RowStride), FnaRegisterTile.ValuePair(doSub, row + (8 * RowStride) + 16, RowStride), ref dv.N2C0, ref dv.N2C1, ref dv.N2C2, ref dv.N2C3, scratch);
-        TFormat.Mma(p0, p1, p2, p3, FnaRegisterTile.ValuePair(doSub, row + 24, RowStride), FnaRegisterTile.ValuePair(doSub, row + (8 * RowStride) + 24, RowStride), ref dv.N3C0, ref dv.N3C1, ref dv.N3C2, ref dv.N3C3, scratch);
-        TFormat.Mma(p0, p1, p2, p3, FnaRegisterTile.ValuePair(doSub, row + 32, RowStride), FnaRegisterTile.ValuePair(doSub, row + (8 * RowStride) + 32, RowStride), ref dv.N4C0, ref dv.N4C1, ref dv.N4C2, ref dv.N4C3, scratch);
-        TFormat.Mma(p0, p1, p2, p3, FnaRegisterTile.ValuePair(doSub, row + 40, RowStride), FnaRegisterTile.ValuePair(doSub, row + (8 * RowStride) + 40, RowStride), ref dv.N5C0, ref dv.N5C1, ref dv.N5C2, ref dv.N5C3, scratch);
-        TFormat.Mma(p0, p1, p2, p3, FnaRegisterTile.ValuePair(doSub, row + 48, RowStride), FnaRegisterTile.ValuePair(doSub, row + (8 * RowStride) + 48, RowStride), ref dv.N6C0, ref dv.N6C1, ref dv.N6C2, ref dv.N6C3, scratch);
-        TFormat.Mma(p0, p1, p2, p3, FnaRegisterTile.ValuePair(doSub, row + 56, RowStride), FnaRegisterTile.ValuePair(doSub, row + (8 * RowStride) + 56, RowStride), ref dv.N7C0, ref dv.N7C1, ref dv.N7C2, ref dv.N7C3, scratch);
-        TFormat.Mma(d0, d1, d2, d3, FnaRegisterTile.ValuePair(qSub, row, RowStride), FnaRegisterTile.ValuePair(qSub, row + (8 * RowStride), RowStride), ref dk.N0C0, ref dk.N0C1, ref dk.N0C2, ref dk.N0C3, scratch);
-        TFormat.Mma(d0, d1, d2, d3, FnaRegisterTile.ValuePair(qSub, row + 8, RowStride), FnaRegisterTile.ValuePair(qSub, row + (8 * RowStride) + 8, RowStride), ref dk.N1C0, ref dk.N1C1, ref dk.N1C2, ref dk.N1C3, scratch);
-        TFormat.Mma(d0, d1, d2, d3, FnaRegisterTile.ValuePair(qSub, row + 16, RowStride), FnaRegisterTile.ValuePair(qSub, row + (8 * RowStride) + 16, RowStride), ref dk.N2C0, ref dk.N2C1, ref dk.N2C2, ref dk.N2C3, scratch);
-        TFormat.Mma(d0, d1, d2, d3, FnaRegisterTile.ValuePair(qSub, row + 24, RowStride), FnaRegisterTile.ValuePair(qSub, row + (8 * RowStride) + 24, RowStride), ref dk.N3C0, ref dk.N3C1, ref dk.N3C2, ref dk.N3C3, scratch);
-        TFormat.Mma(d0, d1, d2, d3, FnaRegisterTile.ValuePair(qSub, row + 32, RowStride), FnaRegisterTile.ValuePair(qSub, row + (8 * RowStride) + 32, RowStride), ref dk.N4C0, ref dk.N4C1, ref dk.N4C2, ref dk.N4C3, scratch);
-        TFormat.Mma(d0, d1, d2, d3, FnaRegisterTile.ValuePair(qSub, row + 40, RowStride), FnaRegisterTile.ValuePair(qSub, row + (8 * RowStride) + 40, RowStride), ref dk.N5C0, ref dk.N5C1, ref dk.N5C2, ref dk.N5C3, scratch);
-        TFormat.Mma(d0, d1, d2, d3, FnaRegisterTile.ValuePair(qSub, row + 48, RowStride), FnaRegisterTile.ValuePair(qSub, row + (8 * RowStride) + 48, RowStride), ref dk.N6C0, ref dk.N6C1, ref dk.N6C2, ref dk.N6C3, scratch);
-        TFormat.Mma(d0, d1, d2, d3, FnaRegisterTile.ValuePair(qSub, row + 56, RowStride), FnaRegisterTile.ValuePair(qSub, row + (8 * RowStride) + 56, RowStride), ref dk.N7C0, ref dk.N7C1, ref dk.N7C2, ref dk.N7C3, scratch);
+        TLoads.Columns(doSub, RowStride, block, 0, out var ot0r0, out var ot0r1, out var ot0r2, out var ot0r3);
+        TFormat.Mma(p0, p1, p2, p3, ot0r0, ot0r1, ref dv.N0C0, ref dv.N0C1, ref dv.N0C2, ref dv.N0C3, scratch);
+        TFormat.Mma(p0, p1, p2, p3, ot0r2, ot0r3, ref dv.N1C0, ref dv.N1C1, ref dv.N1C2, ref dv.N1C3, scratch);
+        TLoads.Columns(doSub, RowStride, block, 16, out var ot1r0, out var ot1r1, out var ot1r2, out var ot1r3);
+        TFormat.Mma(p0, p1, p2, p3, ot1r0, ot1r1, ref dv.N2C0, ref dv.N2C1, ref dv.N2C2, ref dv.N2C3, scratch);
+        TFormat.Mma(p0, p1, p2, p3, ot1r2, ot1r3, ref dv.N3C0, ref dv.N3C1, ref dv.N3C2, ref dv.N3C3, scratch);
+        TLoads.Columns(doSub, RowStride, block, 32, out var ot2r0, out var ot2r1, out var ot2r2, out var ot2r3);
+        TFormat.Mma(p0, p1, p2, p3, ot2r0, ot2r1, ref dv.N4C0, ref dv.N4C1, ref dv.N4C2, ref dv.N4C3, scratch);
+        TFormat.Mma(p0, p1, p2, p3, ot2r2, ot2r3, ref dv.N5C0, ref dv.N5C1, ref dv.N5C2, ref dv.N5C3, scratch);
+        TLoads.Columns(doSub, RowStride, block, 48, out var ot3r0, out var ot3r1, out var ot3r2, out var ot3r3);
+        TFormat.Mma(p0, p1, p2, p3, ot3r0, ot3r1, ref dv.N6C0, ref dv.N6C1, ref dv.N6C2, ref dv.N6C3, scratch);
+        TFormat.Mma(p0, p1, p2, p3, ot3r2, ot3r3, ref dv.N7C0, ref dv.N7C1, ref dv.N7C2, ref dv.N7C3, scratch);
+        TLoads.Columns(qSub, RowStride, block, 0, out var qt0r0, out var qt0r1, out var qt0r2, out var qt0r3);
+        TFormat.Mma(d0, d1, d2, d3, qt0r0, qt0r1, ref dk.N0C0, ref dk.N0C1, ref dk.N0C2, ref dk.N0C3, scratch);
+        TFormat.Mma(d0, d1, d2, d3, qt0r2, qt0r3, ref dk.N1C0, ref dk.N1C1, ref dk.N1C2, ref dk.N1C3, scratch);
+        TLoads.Columns(qSub, RowStride, block, 16, out var qt1r0, out var qt1r1, out var qt1r2, out var qt1r3);
+        TFormat.Mma(d0, d1, d2, d3, qt1r0, qt1r1, ref dk.N2C0, ref dk.N2C1, ref dk.N2C2, ref dk.N2C3, scratch);
+        TFormat.Mma(d0, d1, d2, d3, qt1r2, qt1r3, ref dk.N3C0, ref dk.N3C1, ref dk.N3C2, ref dk.N3C3, scratch);
+        TLoads.Columns(qSub, RowStride, block, 32, out var qt2r0, out var qt2r1, out var qt2r2, out var qt2r3);
+        TFormat.Mma(d0, d1, d2, d3, qt2r0, qt2r1, ref dk.N4C0, ref dk.N4C1, ref dk.N4C2, ref dk.N4C3, scratch);
+        TFormat.Mma(d0, d1, d2, d3, qt2r2, qt2r3, ref dk.N5C0, ref dk.N5C1, ref dk.N5C2, ref dk.N5C3, scratch);
+        TLoads.Columns(qSub, RowStride, block, 48, out var qt3r0, out var qt3r1, out var qt3r2, out var qt3r3);
+        TFormat.Mma(d0, d1, d2, d3, qt3r0, qt3r1, ref dk.N6C0, ref dk.N6C1, ref dk.N6C2, ref dk.N6C3, scratch);
+        TFormat.Mma(d0, d1, d2, d3, qt3r2, qt3r3, ref dk.N7C0, ref dk.N7C1, ref dk.N7C2, ref dk.N7C3, scratch);
     }
 
     /// <summary>
-    /// A fragments of this warp's 16 staged rows; <paramref name="word"/> is the 32-bit index of (row g, columns 2t, 2t + 1).
-    /// a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).
+    /// A fragments of this warp's 16 staged rows (tile rows <paramref name="row0"/> …): k-step s is the 16×16 block at
+    /// column 16s, a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void LoadRows(ArrayView<uint> words, int word, ref RowFragments f)
+    private static void LoadRows<TLoads>(ArrayView<ushort> rows, int row0, ref RowFragments f)
+        where TLoads : struct, IFragmentLoads
     {
-        f.K0A0 = words[word];
-        f.K0A1 = words[word + (8 * RowWords)];
-        f.K0A2 = words[word + 4];
-        f.K0A3 = words[word + (8 * RowWords) + 4];
-        f.K1A0 = words[word + 8];
-        f.K1A1 = words[word + (8 * RowWords) + 8];
-        f.K1A2 = words[word + 12];
-        f.K1A3 = words[word + (8 * RowWords) + 12];
-        f.K2A0 = words[word + 16];
-        f.K2A1 = words[word + (8 * RowWords) + 16];
-        f.K2A2 = words[word + 20];
-        f.K2A3 = words[word + (8 * RowWords) + 20];
-        f.K3A0 = words[word + 24];
-        f.K3A1 = words[word + (8 * RowWords) + 24];
-        f.K3A2 = words[word + 28];
-        f.K3A3 = words[word + (8 * RowWords) + 28];
+        TLoads.Rows(rows, RowStride, row0, 0, out f.K0A0, out f.K0A1, out f.K0A2, out f.K0A3);
+        TLoads.Rows(rows, RowStride, row0, 16, out f.K1A0, out f.K1A1, out f.K1A2, out f.K1A3);
+        TLoads.Rows(rows, RowStride, row0, 32, out f.K2A0, out f.K2A1, out f.K2A2, out f.K2A3);
+        TLoads.Rows(rows, RowStride, row0, 48, out f.K3A0, out f.K3A1, out f.K3A2, out f.K3A3);
     }
 
     /// <summary>dK · scale and dV rounded to the input format: lane (g, t) writes columns 8n + 2t, + 1 of key rows g and g + 8.</summary>

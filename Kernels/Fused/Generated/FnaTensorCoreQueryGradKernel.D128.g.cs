@@ -27,11 +27,8 @@ internal static class FnaTensorCoreQueryGradKernelD128
     /// <summary>Head dimension D = Dv this kernel is unrolled for.</summary>
     public const int HeadDim = 128;
 
-    /// <summary>16-bit words per staged row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups.</summary>
+    /// <summary>16-bit words per staged row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups (and every row starts 16-byte aligned, as ldmatrix needs).</summary>
     public const int RowStride = 136;
-
-    /// <summary>32-bit words per staged row.</summary>
-    private const int RowWords = RowStride / 2;
 
     /// <summary>16 rows (Q, dO, K or V) as A fragments: k-step s (head columns 16s … 16s + 15), registers a0 … a3.</summary>
     internal struct RowFragments
@@ -75,11 +72,12 @@ internal static class FnaTensorCoreQueryGradKernelD128
     }
 
     /// <summary>The kernel: same parameters and semantics as <see cref="FnaTensorCoreBackwardKernels.QueryGrad{TFormat}"/> (p.HeadDim = p.ValueDim = HeadDim).</summary>
-    public static void QueryGrad<TFormat>(
+    public static void QueryGrad<TFormat, TLoads>(
         ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value,
         ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue, ArrayView<float> lse, ArrayView<float> rowTerm,
         ArrayView<ushort> outputGrad, ArrayView<ushort> queryGrad)
         where TFormat : struct, IHalfFormat
+        where TLoads : struct, IFragmentLoads
     {
         // Static shared memory: only the mma emulation's scratch (unused where mma.sync exists).
         var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps);
@@ -111,11 +109,10 @@ internal static class FnaTensorCoreQueryGradKernelD128
         FnaRegisterTile.StageQuery(p, tile, axis0, axis1, axis2, batch, head, outputGrad, second, RowStride, tid, threads);
         Group.Barrier();
         var localTop = (warp * 16) + g;
-        var word = (localTop * RowWords) + t;
         var q = default(RowFragments);
-        LoadRows(first.Cast<uint>(), word, ref q);
+        LoadRows<TLoads>(first, warp * 16, ref q);
         var dO = default(RowFragments);
-        LoadRows(second.Cast<uint>(), word, ref dO);
+        LoadRows<TLoads>(second, warp * 16, ref dO);
         var dq = default(GradientTile);
 
         // Per-row constants of the lane's rows g and g + 8: LSE in the log2 domain and D = dO·O (absent rows: 0, never stored).
@@ -130,8 +127,6 @@ internal static class FnaTensorCoreQueryGradKernelD128
         var scoreScale = p.Scale * FnaRegisterTile.Log2E;
         var kTile = first.SubView(0, keys * RowStride);
         var vTile = second.SubView(0, keys * RowStride);
-        var kWords = kTile.Cast<uint>();
-        var vWords = vTile.Cast<uint>();
 
         // The forward's walk: the neighborhood's KV sub-tiles (dynamic KV tiling), then the additional tokens (a window
         // [0, 1) × [0, 1) × [0, count) over slots (0, 0, slot)). The barrier at the top of a step also orders the
@@ -172,11 +167,11 @@ internal static class FnaTensorCoreQueryGradKernelD128
             {
                 if (inside)
                 {
-                    Block<TFormat, NoMask>(ref q, ref dO, ref dq, kWords, vWords, kTile, block, default, default, slots, scoreScale, lseTop, lseBottom, dTop, dBottom, g, t, scratch);
+                    Block<TFormat, TLoads, NoMask>(ref q, ref dO, ref dq, kTile, vTile, block, default, default, slots, scoreScale, lseTop, lseBottom, dTop, dBottom, t, scratch);
                 }
                 else
                 {
-                    Block<TFormat, WindowMask>(ref q, ref dO, ref dq, kWords, vWords, kTile, block, top, bottom, slots, scoreScale, lseTop, lseBottom, dTop, dBottom, g, t, scratch);
+                    Block<TFormat, TLoads, WindowMask>(ref q, ref dO, ref dq, kTile, vTile, block, top, bottom, slots, scoreScale, lseTop, lseBottom, dTop, dBottom, t, scratch);
                 }
             }
         }
@@ -188,54 +183,70 @@ internal static class FnaTensorCoreQueryGradKernelD128
     /// Keys block … block + 15 of the staged sub-tile. The B fragment of S n-tile n is K row block + 8n + g (b0 = columns
     /// 16s + 2t, + 1; b1 = + 8, + 9), of dP n-tile n the same V row. dS register pairs (n-tile 0: a0 = row g, a1 = row g + 8;
     /// n-tile 1: a2, a3) are the A fragment of dQ += dS·K, whose B fragment for n-tile n is K column 8n + g, rows
-    /// block + 2t, + 1 (b0) and + 8, + 9 (b1).
+    /// block + 2t, + 1 (b0) and + 8, + 9 (b1). Fragments come in 16×16 blocks (<see cref="IFragmentLoads"/>): K and V rows
+    /// give (r0, r2) for n-tile 0 and (r1, r3) for n-tile 1; K transposed gives (r0, r1) for dQ n-tile 2c, (r2, r3) for 2c + 1.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Block<TFormat, TMask>(
-        ref RowFragments q, ref RowFragments dO, ref GradientTile dq, ArrayView<uint> kWords, ArrayView<uint> vWords, ArrayView<ushort> kTile,
+    private static void Block<TFormat, TLoads, TMask>(
+        ref RowFragments q, ref RowFragments dO, ref GradientTile dq, ArrayView<ushort> kTile, ArrayView<ushort> vTile,
         int block, TMask top, TMask bottom, KeySlots slots, float scoreScale, float lseTop, float lseBottom, float dTop, float dBottom,
-        int g, int t, ArrayView<uint> scratch)
+        int t, ArrayView<uint> scratch)
         where TFormat : struct, IHalfFormat
+        where TLoads : struct, IFragmentLoads
         where TMask : struct, IKeyMask
     {
         var s = default(KeyBlock);
         var dp = default(KeyBlock);
-        var key0 = ((block + g) * RowWords) + t;
-        var key1 = ((block + 8 + g) * RowWords) + t;
 
         // S = Q·Kᵀ and dP = dO·Vᵀ: four independent accumulator chains, k-step outer.
-        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key0], kWords[key0 + 4], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, kWords[key1], kWords[key1 + 4], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(dO.K0A0, dO.K0A1, dO.K0A2, dO.K0A3, vWords[key0], vWords[key0 + 4], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(dO.K0A0, dO.K0A1, dO.K0A2, dO.K0A3, vWords[key1], vWords[key1 + 4], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
-        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key0 + 8], kWords[key0 + 12], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, kWords[key1 + 8], kWords[key1 + 12], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(dO.K1A0, dO.K1A1, dO.K1A2, dO.K1A3, vWords[key0 + 8], vWords[key0 + 12], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(dO.K1A0, dO.K1A1, dO.K1A2, dO.K1A3, vWords[key1 + 8], vWords[key1 + 12], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
-        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key0 + 16], kWords[key0 + 20], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, kWords[key1 + 16], kWords[key1 + 20], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(dO.K2A0, dO.K2A1, dO.K2A2, dO.K2A3, vWords[key0 + 16], vWords[key0 + 20], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(dO.K2A0, dO.K2A1, dO.K2A2, dO.K2A3, vWords[key1 + 16], vWords[key1 + 20], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
-        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key0 + 24], kWords[key0 + 28], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, kWords[key1 + 24], kWords[key1 + 28], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(dO.K3A0, dO.K3A1, dO.K3A2, dO.K3A3, vWords[key0 + 24], vWords[key0 + 28], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(dO.K3A0, dO.K3A1, dO.K3A2, dO.K3A3, vWords[key1 + 24], vWords[key1 + 28], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
-        TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key0 + 32], kWords[key0 + 36], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, kWords[key1 + 32], kWords[key1 + 36], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(dO.K4A0, dO.K4A1, dO.K4A2, dO.K4A3, vWords[key0 + 32], vWords[key0 + 36], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(dO.K4A0, dO.K4A1, dO.K4A2, dO.K4A3, vWords[key1 + 32], vWords[key1 + 36], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
-        TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key0 + 40], kWords[key0 + 44], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, kWords[key1 + 40], kWords[key1 + 44], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(dO.K5A0, dO.K5A1, dO.K5A2, dO.K5A3, vWords[key0 + 40], vWords[key0 + 44], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(dO.K5A0, dO.K5A1, dO.K5A2, dO.K5A3, vWords[key1 + 40], vWords[key1 + 44], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
-        TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key0 + 48], kWords[key0 + 52], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, kWords[key1 + 48], kWords[key1 + 52], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(dO.K6A0, dO.K6A1, dO.K6A2, dO.K6A3, vWords[key0 + 48], vWords[key0 + 52], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(dO.K6A0, dO.K6A1, dO.K6A2, dO.K6A3, vWords[key1 + 48], vWords[key1 + 52], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
-        TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key0 + 56], kWords[key0 + 60], ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
-        TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, kWords[key1 + 56], kWords[key1 + 60], ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
-        TFormat.Mma(dO.K7A0, dO.K7A1, dO.K7A2, dO.K7A3, vWords[key0 + 56], vWords[key0 + 60], ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
-        TFormat.Mma(dO.K7A0, dO.K7A1, dO.K7A2, dO.K7A3, vWords[key1 + 56], vWords[key1 + 60], ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, block, 0, out var k0r0, out var k0r1, out var k0r2, out var k0r3);
+        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, k0r0, k0r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K0A0, q.K0A1, q.K0A2, q.K0A3, k0r1, k0r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(vTile, RowStride, block, 0, out var v0r0, out var v0r1, out var v0r2, out var v0r3);
+        TFormat.Mma(dO.K0A0, dO.K0A1, dO.K0A2, dO.K0A3, v0r0, v0r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(dO.K0A0, dO.K0A1, dO.K0A2, dO.K0A3, v0r1, v0r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, block, 16, out var k1r0, out var k1r1, out var k1r2, out var k1r3);
+        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, k1r0, k1r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K1A0, q.K1A1, q.K1A2, q.K1A3, k1r1, k1r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(vTile, RowStride, block, 16, out var v1r0, out var v1r1, out var v1r2, out var v1r3);
+        TFormat.Mma(dO.K1A0, dO.K1A1, dO.K1A2, dO.K1A3, v1r0, v1r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(dO.K1A0, dO.K1A1, dO.K1A2, dO.K1A3, v1r1, v1r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, block, 32, out var k2r0, out var k2r1, out var k2r2, out var k2r3);
+        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, k2r0, k2r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K2A0, q.K2A1, q.K2A2, q.K2A3, k2r1, k2r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(vTile, RowStride, block, 32, out var v2r0, out var v2r1, out var v2r2, out var v2r3);
+        TFormat.Mma(dO.K2A0, dO.K2A1, dO.K2A2, dO.K2A3, v2r0, v2r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(dO.K2A0, dO.K2A1, dO.K2A2, dO.K2A3, v2r1, v2r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, block, 48, out var k3r0, out var k3r1, out var k3r2, out var k3r3);
+        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, k3r0, k3r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K3A0, q.K3A1, q.K3A2, q.K3A3, k3r1, k3r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(vTile, RowStride, block, 48, out var v3r0, out var v3r1, out var v3r2, out var v3r3);
+        TFormat.Mma(dO.K3A0, dO.K3A1, dO.K3A2, dO.K3A3, v3r0, v3r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(dO.K3A0, dO.K3A1, dO.K3A2, dO.K3A3, v3r1, v3r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, block, 64, out var k4r0, out var k4r1, out var k4r2, out var k4r3);
+        TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, k4r0, k4r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K4A0, q.K4A1, q.K4A2, q.K4A3, k4r1, k4r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(vTile, RowStride, block, 64, out var v4r0, out var v4r1, out var v4r2, out var v4r3);
+        TFormat.Mma(dO.K4A0, dO.K4A1, dO.K4A2, dO.K4A3, v4r0, v4r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(dO.K4A0, dO.K4A1, dO.K4A2, dO.K4A3, v4r1, v4r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, block, 80, out var k5r0, out var k5r1, out var k5r2, out var k5r3);
+        TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, k5r0, k5r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K5A0, q.K5A1, q.K5A2, q.K5A3, k5r1, k5r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(vTile, RowStride, block, 80, out var v5r0, out var v5r1, out var v5r2, out var v5r3);
+        TFormat.Mma(dO.K5A0, dO.K5A1, dO.K5A2, dO.K5A3, v5r0, v5r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(dO.K5A0, dO.K5A1, dO.K5A2, dO.K5A3, v5r1, v5r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, block, 96, out var k6r0, out var k6r1, out var k6r2, out var k6r3);
+        TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, k6r0, k6r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K6A0, q.K6A1, q.K6A2, q.K6A3, k6r1, k6r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(vTile, RowStride, block, 96, out var v6r0, out var v6r1, out var v6r2, out var v6r3);
+        TFormat.Mma(dO.K6A0, dO.K6A1, dO.K6A2, dO.K6A3, v6r0, v6r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(dO.K6A0, dO.K6A1, dO.K6A2, dO.K6A3, v6r1, v6r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
+        TLoads.Rows(kTile, RowStride, block, 112, out var k7r0, out var k7r1, out var k7r2, out var k7r3);
+        TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, k7r0, k7r2, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3, scratch);
+        TFormat.Mma(q.K7A0, q.K7A1, q.K7A2, q.K7A3, k7r1, k7r3, ref s.N1C0, ref s.N1C1, ref s.N1C2, ref s.N1C3, scratch);
+        TLoads.Rows(vTile, RowStride, block, 112, out var v7r0, out var v7r1, out var v7r2, out var v7r3);
+        TFormat.Mma(dO.K7A0, dO.K7A1, dO.K7A2, dO.K7A3, v7r0, v7r2, ref dp.N0C0, ref dp.N0C1, ref dp.N0C2, ref dp.N0C3, scratch);
+        TFormat.Mma(dO.K7A0, dO.K7A1, dO.K7A2, dO.K7A3, v7r1, v7r3, ref dp.N1C0, ref dp.N1C1, ref dp.N1C2, ref dp.N1C3, scratch);
 
         // Scale to the log2 domain and mask (−∞) exactly like the forward; P = exp2(S − LSE); dS = P (dP − D) in place.
         FnaRegisterTile.Mask(top, bottom, slots, block + (2 * t), scoreScale, ref s.N0C0, ref s.N0C1, ref s.N0C2, ref s.N0C3);
@@ -254,64 +265,48 @@ internal static class FnaTensorCoreQueryGradKernelD128
         var a1 = FnaRegisterTile.Pack<TFormat>(s.N0C2, s.N0C3);
         var a2 = FnaRegisterTile.Pack<TFormat>(s.N1C0, s.N1C1);
         var a3 = FnaRegisterTile.Pack<TFormat>(s.N1C2, s.N1C3);
-        var k = ((block + (2 * t)) * RowStride) + g;
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride), RowStride), ref dq.N0C0, ref dq.N0C1, ref dq.N0C2, ref dq.N0C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 8, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 8, RowStride), ref dq.N1C0, ref dq.N1C1, ref dq.N1C2, ref dq.N1C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 16, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 16, RowStride), ref dq.N2C0, ref dq.N2C1, ref dq.N2C2, ref dq.N2C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 24, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 24, RowStride), ref dq.N3C0, ref dq.N3C1, ref dq.N3C2, ref dq.N3C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 32, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 32, RowStride), ref dq.N4C0, ref dq.N4C1, ref dq.N4C2, ref dq.N4C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 40, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 40, RowStride), ref dq.N5C0, ref dq.N5C1, ref dq.N5C2, ref dq.N5C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 48, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 48, RowStride), ref dq.N6C0, ref dq.N6C1, ref dq.N6C2, ref dq.N6C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 56, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 56, RowStride), ref dq.N7C0, ref dq.N7C1, ref dq.N7C2, ref dq.N7C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 64, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 64, RowStride), ref dq.N8C0, ref dq.N8C1, ref dq.N8C2, ref dq.N8C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 72, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 72, RowStride), ref dq.N9C0, ref dq.N9C1, ref dq.N9C2, ref dq.N9C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 80, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 80, RowStride), ref dq.N10C0, ref dq.N10C1, ref dq.N10C2, ref dq.N10C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 88, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 88, RowStride), ref dq.N11C0, ref dq.N11C1, ref dq.N11C2, ref dq.N11C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 96, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 96, RowStride), ref dq.N12C0, ref dq.N12C1, ref dq.N12C2, ref dq.N12C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 104, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 104, RowStride), ref dq.N13C0, ref dq.N13C1, ref dq.N13C2, ref dq.N13C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 112, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 112, RowStride), ref dq.N14C0, ref dq.N14C1, ref dq.N14C2, ref dq.N14C3, scratch);
-        TFormat.Mma(a0, a1, a2, a3, FnaRegisterTile.ValuePair(kTile, k + 120, RowStride), FnaRegisterTile.ValuePair(kTile, k + (8 * RowStride) + 120, RowStride), ref dq.N15C0, ref dq.N15C1, ref dq.N15C2, ref dq.N15C3, scratch);
+        TLoads.Columns(kTile, RowStride, block, 0, out var kt0r0, out var kt0r1, out var kt0r2, out var kt0r3);
+        TFormat.Mma(a0, a1, a2, a3, kt0r0, kt0r1, ref dq.N0C0, ref dq.N0C1, ref dq.N0C2, ref dq.N0C3, scratch);
+        TFormat.Mma(a0, a1, a2, a3, kt0r2, kt0r3, ref dq.N1C0, ref dq.N1C1, ref dq.N1C2, ref dq.N1C3, scratch);
+        TLoads.Columns(kTile, RowStride, block, 16, out var kt1r0, out var kt1r1, out var kt1r2, out var kt1r3);
+        TFormat.Mma(a0, a1, a2, a3, kt1r0, kt1r1, ref dq.N2C0, ref dq.N2C1, ref dq.N2C2, ref dq.N2C3, scratch);
+        TFormat.Mma(a0, a1, a2, a3, kt1r2, kt1r3, ref dq.N3C0, ref dq.N3C1, ref dq.N3C2, ref dq.N3C3, scratch);
+        TLoads.Columns(kTile, RowStride, block, 32, out var kt2r0, out var kt2r1, out var kt2r2, out var kt2r3);
+        TFormat.Mma(a0, a1, a2, a3, kt2r0, kt2r1, ref dq.N4C0, ref dq.N4C1, ref dq.N4C2, ref dq.N4C3, scratch);
+        TFormat.Mma(a0, a1, a2, a3, kt2r2, kt2r3, ref dq.N5C0, ref dq.N5C1, ref dq.N5C2, ref dq.N5C3, scratch);
+        TLoads.Columns(kTile, RowStride, block, 48, out var kt3r0, out var kt3r1, out var kt3r2, out var kt3r3);
+        TFormat.Mma(a0, a1, a2, a3, kt3r0, kt3r1, ref dq.N6C0, ref dq.N6C1, ref dq.N6C2, ref dq.N6C3, scratch);
+        TFormat.Mma(a0, a1, a2, a3, kt3r2, kt3r3, ref dq.N7C0, ref dq.N7C1, ref dq.N7C2, ref dq.N7C3, scratch);
+        TLoads.Columns(kTile, RowStride, block, 64, out var kt4r0, out var kt4r1, out var kt4r2, out var kt4r3);
+        TFormat.Mma(a0, a1, a2, a3, kt4r0, kt4r1, ref dq.N8C0, ref dq.N8C1, ref dq.N8C2, ref dq.N8C3, scratch);
+        TFormat.Mma(a0, a1, a2, a3, kt4r2, kt4r3, ref dq.N9C0, ref dq.N9C1, ref dq.N9C2, ref dq.N9C3, scratch);
+        TLoads.Columns(kTile, RowStride, block, 80, out var kt5r0, out var kt5r1, out var kt5r2, out var kt5r3);
+        TFormat.Mma(a0, a1, a2, a3, kt5r0, kt5r1, ref dq.N10C0, ref dq.N10C1, ref dq.N10C2, ref dq.N10C3, scratch);
+        TFormat.Mma(a0, a1, a2, a3, kt5r2, kt5r3, ref dq.N11C0, ref dq.N11C1, ref dq.N11C2, ref dq.N11C3, scratch);
+        TLoads.Columns(kTile, RowStride, block, 96, out var kt6r0, out var kt6r1, out var kt6r2, out var kt6r3);
+        TFormat.Mma(a0, a1, a2, a3, kt6r0, kt6r1, ref dq.N12C0, ref dq.N12C1, ref dq.N12C2, ref dq.N12C3, scratch);
+        TFormat.Mma(a0, a1, a2, a3, kt6r2, kt6r3, ref dq.N13C0, ref dq.N13C1, ref dq.N13C2, ref dq.N13C3, scratch);
+        TLoads.Columns(kTile, RowStride, block, 112, out var kt7r0, out var kt7r1, out var kt7r2, out var kt7r3);
+        TFormat.Mma(a0, a1, a2, a3, kt7r0, kt7r1, ref dq.N14C0, ref dq.N14C1, ref dq.N14C2, ref dq.N14C3, scratch);
+        TFormat.Mma(a0, a1, a2, a3, kt7r2, kt7r3, ref dq.N15C0, ref dq.N15C1, ref dq.N15C2, ref dq.N15C3, scratch);
     }
 
     /// <summary>
-    /// A fragments of this warp's 16 staged rows; <paramref name="word"/> is the 32-bit index of (row g, columns 2t, 2t + 1).
-    /// a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).
+    /// A fragments of this warp's 16 staged rows (tile rows <paramref name="row0"/> …): k-step s is the 16×16 block at
+    /// column 16s, a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void LoadRows(ArrayView<uint> words, int word, ref RowFragments f)
+    private static void LoadRows<TLoads>(ArrayView<ushort> rows, int row0, ref RowFragments f)
+        where TLoads : struct, IFragmentLoads
     {
-        f.K0A0 = words[word];
-        f.K0A1 = words[word + (8 * RowWords)];
-        f.K0A2 = words[word + 4];
-        f.K0A3 = words[word + (8 * RowWords) + 4];
-        f.K1A0 = words[word + 8];
-        f.K1A1 = words[word + (8 * RowWords) + 8];
-        f.K1A2 = words[word + 12];
-        f.K1A3 = words[word + (8 * RowWords) + 12];
-        f.K2A0 = words[word + 16];
-        f.K2A1 = words[word + (8 * RowWords) + 16];
-        f.K2A2 = words[word + 20];
-        f.K2A3 = words[word + (8 * RowWords) + 20];
-        f.K3A0 = words[word + 24];
-        f.K3A1 = words[word + (8 * RowWords) + 24];
-        f.K3A2 = words[word + 28];
-        f.K3A3 = words[word + (8 * RowWords) + 28];
-        f.K4A0 = words[word + 32];
-        f.K4A1 = words[word + (8 * RowWords) + 32];
-        f.K4A2 = words[word + 36];
-        f.K4A3 = words[word + (8 * RowWords) + 36];
-        f.K5A0 = words[word + 40];
-        f.K5A1 = words[word + (8 * RowWords) + 40];
-        f.K5A2 = words[word + 44];
-        f.K5A3 = words[word + (8 * RowWords) + 44];
-        f.K6A0 = words[word + 48];
-        f.K6A1 = words[word + (8 * RowWords) + 48];
-        f.K6A2 = words[word + 52];
-        f.K6A3 = words[word + (8 * RowWords) + 52];
-        f.K7A0 = words[word + 56];
-        f.K7A1 = words[word + (8 * RowWords) + 56];
-        f.K7A2 = words[word + 60];
-        f.K7A3 = words[word + (8 * RowWords) + 60];
+        TLoads.Rows(rows, RowStride, row0, 0, out f.K0A0, out f.K0A1, out f.K0A2, out f.K0A3);
+        TLoads.Rows(rows, RowStride, row0, 16, out f.K1A0, out f.K1A1, out f.K1A2, out f.K1A3);
+        TLoads.Rows(rows, RowStride, row0, 32, out f.K2A0, out f.K2A1, out f.K2A2, out f.K2A3);
+        TLoads.Rows(rows, RowStride, row0, 48, out f.K3A0, out f.K3A1, out f.K3A2, out f.K3A3);
+        TLoads.Rows(rows, RowStride, row0, 64, out f.K4A0, out f.K4A1, out f.K4A2, out f.K4A3);
+        TLoads.Rows(rows, RowStride, row0, 80, out f.K5A0, out f.K5A1, out f.K5A2, out f.K5A3);
+        TLoads.Rows(rows, RowStride, row0, 96, out f.K6A0, out f.K6A1, out f.K6A2, out f.K6A3);
+        TLoads.Rows(rows, RowStride, row0, 112, out f.K7A0, out f.K7A1, out f.K7A2, out f.K7A3);
     }
 
     /// <summary>dQ · scale rounded to the input format: lane (g, t) writes columns 8n + 2t, + 1 of rows g and g + 8.</summary>
