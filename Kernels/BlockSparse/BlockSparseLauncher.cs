@@ -29,10 +29,9 @@ internal static class BlockSparseLauncher
         var floats = backward
             ? Math.Max(tiles.QueryGradSharedFloats(p.HeadDim, p.ValueDim), tiles.KeyValueGradSharedFloats(p.HeadDim, p.ValueDim))
             : tiles.ForwardSharedFloats(p.HeadDim, p.ValueDim);
-        var bytes = (long)floats * sizeof(float);
-        if (bytes > accelerator.MaxSharedMemoryPerGroup)
+        if (device.CheckSharedMemory($"tiles {tiles} with D={p.HeadDim}, Dv={p.ValueDim}", (long)floats * sizeof(float)) is { } why)
         {
-            return $"tiles {tiles} with D={p.HeadDim}, Dv={p.ValueDim} need {bytes} bytes of shared memory; {device.Name} allows {accelerator.MaxSharedMemoryPerGroup}";
+            return why;
         }
 
         var groups = (long)p.QueryBlocks * tiles.QueryGroupsPerBlock(p.QueryBlock);
@@ -65,6 +64,7 @@ internal static class BlockSparseLauncher
             new Index3D(p.QueryBlocks * tiles.QueryGroupsPerBlock(p.QueryBlock), p.Heads, p.Batch),
             new Index3D(tiles.Queries, 1, 1),
             SharedMemoryConfig.RequestDynamic<float>(tiles.ForwardSharedFloats(p.HeadDim, p.ValueDim)));
+        device.PrepareSharedMemory(kernels.Forward, config);
         kernels.Forward(stream, config, p, tiles, blocks, mask, bias, query, key, value, output, lse, lse.Length > 0 ? 1 : 0);
     }
 
@@ -83,14 +83,20 @@ internal static class BlockSparseLauncher
     {
         var kernels = device.Kernels(a => new BlockSparseBackwardKernelSet<T, TS, TMask, TBias>(a));
         var rows = device.Kernels(a => new BlockSparseRowTermSet<T, TS>(a));
-        using var rowTerm = device.Accelerator.Allocate1D<float>(p.QueryRows);
-        var extent = device.LaunchExtent(p.QueryRows);
-        rows.RowTerm(stream, extent, p.ValueDim, p.QueryRows, extent, output, outputGrad, rowTerm.View);
-
         var queryConfig = new KernelConfig(
             new Index3D(p.QueryBlocks * tiles.QueryGroupsPerBlock(p.QueryBlock), p.Heads, p.Batch),
             new Index3D(tiles.Queries, 1, 1),
             SharedMemoryConfig.RequestDynamic<float>(tiles.QueryGradSharedFloats(p.HeadDim, p.ValueDim)));
+        var keyValueConfig = new KernelConfig(
+            new Index3D(p.KeyBlocks * tiles.KeyGroupsPerBlock(p.KeyBlock), p.KvHeads, p.Batch),
+            new Index3D(tiles.KeyThreads, 1, 1),
+            SharedMemoryConfig.RequestDynamic<float>(tiles.KeyValueGradSharedFloats(p.HeadDim, p.ValueDim)));
+        PrepareQueryGrad<T, TS, TMask, TBias>(device, kernels, queryConfig, biasGradient.Kind);
+        device.PrepareSharedMemory(kernels.KeyValueGrad, keyValueConfig);
+
+        using var rowTerm = device.Accelerator.Allocate1D<float>(p.QueryRows);
+        var extent = device.LaunchExtent(p.QueryRows);
+        rows.RowTerm(stream, extent, p.ValueDim, p.QueryRows, extent, output, outputGrad, rowTerm.View);
         if (biasGradient.Kind == BiasGradientKind.None)
         {
             kernels.QueryGrad(stream, queryConfig, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm.View, outputGrad, queryGrad, default);
@@ -101,14 +107,33 @@ internal static class BlockSparseLauncher
                 device, stream, queryConfig, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm.View, outputGrad, queryGrad, biasGradient);
         }
 
-        kernels.KeyValueGrad(
-            stream,
-            new KernelConfig(
-                new Index3D(p.KeyBlocks * tiles.KeyGroupsPerBlock(p.KeyBlock), p.KvHeads, p.Batch),
-                new Index3D(tiles.KeyThreads, 1, 1),
-                SharedMemoryConfig.RequestDynamic<float>(tiles.KeyValueGradSharedFloats(p.HeadDim, p.ValueDim))),
-            p, tiles, transposed, mask, bias, query, key, value, lse, rowTerm.View, outputGrad, keyGrad, valueGrad);
+        kernels.KeyValueGrad(stream, keyValueConfig, p, tiles, transposed, mask, bias, query, key, value, lse, rowTerm.View, outputGrad, keyGrad, valueGrad);
         stream.Synchronize();
+    }
+
+    /// <summary>Shared-memory preparation (<see cref="ComputeDevice.PrepareSharedMemory"/>) of the dQ kernel the backward will launch for <paramref name="kind"/>.</summary>
+    private static void PrepareQueryGrad<T, TS, TMask, TBias>(
+        ComputeDevice device, BlockSparseBackwardKernelSet<T, TS, TMask, TBias> kernels, in KernelConfig config, BiasGradientKind kind)
+        where T : unmanaged
+        where TS : struct, IElementStorage<T>
+        where TMask : struct, IElementMask
+        where TBias : struct, IScoreBias
+    {
+        switch (kind)
+        {
+            case BiasGradientKind.Direct:
+                device.PrepareSharedMemory(device.Kernels(a => new BlockSparseBiasGradKernelSet<T, TS, TMask, TBias, DirectBiasGradient>(a)).QueryGrad, config);
+                break;
+            case BiasGradientKind.Pairs:
+                device.PrepareSharedMemory(device.Kernels(a => new BlockSparseBiasGradKernelSet<T, TS, TMask, TBias, PairBiasGradient>(a)).QueryGrad, config);
+                break;
+            case BiasGradientKind.Table:
+                device.PrepareSharedMemory(device.Kernels(a => new BlockSparseBiasGradKernelSet<T, TS, TMask, TBias, RowTableBiasGradient>(a)).QueryGrad, config);
+                break;
+            default:
+                device.PrepareSharedMemory(kernels.QueryGrad, config);
+                break;
+        }
     }
 
     /// <summary>The dQ kernel with the sink <paramref name="target"/> asks for, and its fixed-order reduction.</summary>

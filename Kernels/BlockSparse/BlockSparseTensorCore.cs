@@ -75,10 +75,9 @@ internal static class BlockSparseTensorCore
             return $"tile {tile} needs {tile.Warps * 32} threads per group; {device.Name} allows {accelerator.MaxNumThreadsPerGroup}";
         }
 
-        var bytes = SharedBytes(p, tile);
-        if (bytes > accelerator.MaxSharedMemoryPerGroup)
+        if (device.CheckSharedMemory($"tile {tile} with D={p.HeadDim}, Dv={p.ValueDim}", (long)DynamicSharedWords(p, tile) * sizeof(ushort), StaticSharedBytes) is { } why)
         {
-            return $"tile {tile} with D={p.HeadDim}, Dv={p.ValueDim} needs {bytes} bytes of shared memory; {device.Name} allows {accelerator.MaxSharedMemoryPerGroup}";
+            return why;
         }
 
         var groups = (long)p.QueryBlocks * tile.QueryGroupsPerBlock(p.QueryBlock);
@@ -102,6 +101,7 @@ internal static class BlockSparseTensorCore
             new Index3D(p.QueryBlocks * tile.QueryGroupsPerBlock(p.QueryBlock), p.Heads, p.Batch),
             new Index3D(tile.Warps * 32, 1, 1),
             SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile)));
+        device.PrepareSharedMemory(kernels.Forward, config);
         kernels.Forward(stream, config, p, tile, blocks, mask, bias, query, key, value, output, lse, lse.Length > 0 ? 1 : 0);
     }
 

@@ -50,22 +50,16 @@ internal static class FnaBackward
 
     /// <summary>Why the backward cannot run with this tile shape on the device, or null.</summary>
     public static string? Check(ComputeDevice device, ProblemParams p, FnaTileShape tile)
-    {
-        var limit = device.Accelerator.MaxSharedMemoryPerGroup;
-        var bytes = (long)Math.Max(QueryGradSharedFloats(p, tile), KeyValueGradSharedFloats(p, tile)) * sizeof(float);
-        if (bytes > limit)
-        {
-            return $"the backward with tile shape {tile}, D={p.HeadDim}, Dv={p.ValueDim} needs {bytes} bytes of shared memory; {device.Name} allows {limit}";
-        }
+        => device.CheckSharedMemory(
+                $"the backward with tile shape {tile}, D={p.HeadDim}, Dv={p.ValueDim}",
+                (long)Math.Max(QueryGradSharedFloats(p, tile), KeyValueGradSharedFloats(p, tile)) * sizeof(float))
+            ?? CheckAdditional(device, p);
 
-        var additional = (long)AdditionalThreads * (p.HeadDim + p.ValueDim) * sizeof(float);
-        if (p.AdditionalTokens > 0 && additional > limit)
-        {
-            return $"the additional tokens' gradients need {additional} bytes of shared memory; {device.Name} allows {limit}";
-        }
-
-        return null;
-    }
+    /// <summary>Why the additional tokens' gradient kernel (which the tensor-core backward uses too) cannot run, or null.</summary>
+    public static string? CheckAdditional(ComputeDevice device, ProblemParams p)
+        => p.AdditionalTokens > 0
+            ? device.CheckSharedMemory("the additional tokens' gradients", (long)AdditionalThreads * (p.HeadDim + p.ValueDim) * sizeof(float))
+            : null;
 
     public static void Backward<T, TS>(
         ComputeDevice device, AcceleratorStream stream, ProblemParams p, FnaTileShape tile,
@@ -76,32 +70,37 @@ internal static class FnaBackward
         where TS : struct, IElementStorage<T>
     {
         var kernels = device.Kernels(a => new FnaBackwardKernelSet<T, TS>(a));
-        using var rowTerm = device.Accelerator.Allocate1D<float>(p.Rows);
-        var extent = device.LaunchExtent(p.Rows);
-        kernels.RowTerm(stream, extent, p, p.Rows, extent, output, outputGrad, rowTerm.View);
-
         var tiles = p.D0 * FnaForwardKernel.TilesPerGroup(p.N0, p.D0, tile.Q0)
             * p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1)
             * p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
         var group = new Index3D(tile.QueryTile, 1, 1);
-        kernels.QueryGrad(
-            stream,
-            new KernelConfig(new Index3D(tiles, p.Heads, p.Batch), group, SharedMemoryConfig.RequestDynamic<float>(QueryGradSharedFloats(p, tile))),
-            p, tile, query, key, value, additionalKey, additionalValue, lse, rowTerm.View, outputGrad, queryGrad);
-        kernels.KeyValueGrad(
-            stream,
-            new KernelConfig(new Index3D(tiles, p.KvHeads, p.Batch), group, SharedMemoryConfig.RequestDynamic<float>(KeyValueGradSharedFloats(p, tile))),
-            p, tile, query, key, value, lse, rowTerm.View, outputGrad, keyGrad, valueGrad);
+        var queryConfig = new KernelConfig(new Index3D(tiles, p.Heads, p.Batch), group, SharedMemoryConfig.RequestDynamic<float>(QueryGradSharedFloats(p, tile)));
+        var keyValueConfig = new KernelConfig(new Index3D(tiles, p.KvHeads, p.Batch), group, SharedMemoryConfig.RequestDynamic<float>(KeyValueGradSharedFloats(p, tile)));
+        var additionalConfig = AdditionalConfig(p);
+        device.PrepareSharedMemory(kernels.QueryGrad, queryConfig);
+        device.PrepareSharedMemory(kernels.KeyValueGrad, keyValueConfig);
+        if (p.AdditionalTokens > 0)
+        {
+            device.PrepareSharedMemory(kernels.AdditionalKeyValueGrad, additionalConfig);
+        }
+
+        using var rowTerm = device.Accelerator.Allocate1D<float>(p.Rows);
+        var extent = device.LaunchExtent(p.Rows);
+        kernels.RowTerm(stream, extent, p, p.Rows, extent, output, outputGrad, rowTerm.View);
+        kernels.QueryGrad(stream, queryConfig, p, tile, query, key, value, additionalKey, additionalValue, lse, rowTerm.View, outputGrad, queryGrad);
+        kernels.KeyValueGrad(stream, keyValueConfig, p, tile, query, key, value, lse, rowTerm.View, outputGrad, keyGrad, valueGrad);
         if (p.AdditionalTokens > 0)
         {
             kernels.AdditionalKeyValueGrad(
-                stream,
-                new KernelConfig(
-                    new Index3D(p.AdditionalTokens, p.KvHeads, p.Batch), new Index3D(AdditionalThreads, 1, 1),
-                    SharedMemoryConfig.RequestDynamic<float>(AdditionalThreads * (p.HeadDim + p.ValueDim))),
-                p, query, additionalKey, additionalValue, lse, rowTerm.View, outputGrad, additionalKeyGrad, additionalValueGrad);
+                stream, additionalConfig, p, query, additionalKey, additionalValue, lse, rowTerm.View, outputGrad, additionalKeyGrad, additionalValueGrad);
         }
 
         stream.Synchronize(); // the row term's buffer is freed on return
     }
+
+    /// <summary>The launch of the additional tokens' gradient kernel: one group of <see cref="AdditionalThreads"/> per token, KV head and batch.</summary>
+    public static KernelConfig AdditionalConfig(ProblemParams p)
+        => new(
+            new Index3D(p.AdditionalTokens, p.KvHeads, p.Batch), new Index3D(AdditionalThreads, 1, 1),
+            SharedMemoryConfig.RequestDynamic<float>(AdditionalThreads * (p.HeadDim + p.ValueDim)));
 }

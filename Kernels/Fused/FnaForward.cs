@@ -22,6 +22,14 @@ internal static class FnaForward
 {
     /// <summary>Why <paramref name="tile"/> cannot run problem <paramref name="p"/> on <paramref name="device"/>, or null.</summary>
     public static string? Check(ComputeDevice device, ProblemParams p, FnaTileShape tile)
+        => CheckGrid(device, p, tile)
+            ?? device.CheckSharedMemory($"tile shape {tile} with D={p.HeadDim}, Dv={p.ValueDim}", (long)tile.SharedFloats(p.HeadDim, p.ValueDim) * sizeof(float));
+
+    /// <summary>
+    /// The limits every fused forward shares (tile extents, one thread per query, the launch grid), without this kernel's shared
+    /// memory: the tensor-core and TF32 kernels check their own.
+    /// </summary>
+    public static string? CheckGrid(ComputeDevice device, ProblemParams p, FnaTileShape tile)
     {
         if (tile.Q0 < 1 || tile.Q1 < 1 || tile.Q2 < 1 || tile.K0 < 1 || tile.K1 < 1 || tile.K2 < 1)
         {
@@ -31,12 +39,6 @@ internal static class FnaForward
         if (tile.QueryTile > device.Accelerator.MaxNumThreadsPerGroup)
         {
             return $"a {tile.QueryTile}-query tile needs {tile.QueryTile} threads per group; {device.Name} allows {device.Accelerator.MaxNumThreadsPerGroup}";
-        }
-
-        var bytes = (long)tile.SharedFloats(p.HeadDim, p.ValueDim) * sizeof(float);
-        if (bytes > device.Accelerator.MaxSharedMemoryPerGroup)
-        {
-            return $"tile shape {tile} with D={p.HeadDim}, Dv={p.ValueDim} needs {bytes} bytes of shared memory; {device.Name} allows {device.Accelerator.MaxSharedMemoryPerGroup}";
         }
 
         var tiles = (long)p.D0 * FnaForwardKernel.TilesPerGroup(p.N0, p.D0, tile.Q0)
@@ -65,6 +67,7 @@ internal static class FnaForward
             new Index3D(tiles, p.Heads, p.Batch),
             new Index3D(tile.QueryTile, 1, 1),
             SharedMemoryConfig.RequestDynamic<float>(tile.SharedFloats(p.HeadDim, p.ValueDim)));
+        device.PrepareSharedMemory(kernels.Forward, config);
         kernels.Forward(stream, config, p, tile, query, key, value, additionalKey, additionalValue, output, lse, lse.Length > 0 ? 1 : 0);
     }
 }

@@ -77,7 +77,10 @@ internal static class FnaTensorCore
 
     /// <summary>Shared memory per group in bytes, static and dynamic.</summary>
     public static int SharedBytes(ProblemParams p, FnaTileShape tile)
-        => (UsesRegisterKernel(p) ? RegisterStaticSharedBytes : StaticSharedBytes) + (DynamicSharedWords(p, tile) * sizeof(ushort));
+        => StaticBytes(p) + (DynamicSharedWords(p, tile) * sizeof(ushort));
+
+    /// <summary>Static shared memory of the kernel that runs this problem, in bytes.</summary>
+    private static int StaticBytes(ProblemParams p) => UsesRegisterKernel(p) ? RegisterStaticSharedBytes : StaticSharedBytes;
 
     /// <summary>
     /// Defaults: 64 / 8×8 / 4×4×4 queries (4 warps) with KV sub-tiles of 32 / 4×8 / 2×4×4 keys for D ≤ 128;
@@ -113,13 +116,9 @@ internal static class FnaTensorCore
             return $"the tensor-core kernel needs 32-lane warps; {device.Name} has {device.Accelerator.WarpSize}";
         }
 
-        var bytes = SharedBytes(p, tile);
-        if (bytes > device.Accelerator.MaxSharedMemoryPerGroup)
-        {
-            return $"tile shape {tile} with D={p.HeadDim}, Dv={p.ValueDim} needs {bytes} bytes of shared memory; {device.Name} allows {device.Accelerator.MaxSharedMemoryPerGroup}";
-        }
-
-        return FnaForward.Check(device, p, tile);
+        return device.CheckSharedMemory(
+                $"tile shape {tile} with D={p.HeadDim}, Dv={p.ValueDim}", (long)DynamicSharedWords(p, tile) * sizeof(ushort), StaticBytes(p))
+            ?? FnaForward.CheckGrid(device, p, tile);
     }
 
     public static void Forward<TFormat>(
@@ -137,6 +136,7 @@ internal static class FnaTensorCore
             new Index3D(tile.QueryTile * 2, 1, 1),
             SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile)));
         var kernel = UsesRegisterKernel(p) ? kernels.Registers(p.HeadDim, FragmentLoading.Current) : kernels.Forward;
+        device.PrepareSharedMemory(kernel.Launch, config);
         kernel.Launch(stream, config, p, tile, query, key, value, additionalKey, additionalValue, output, lse, lse.Length > 0 ? 1 : 0);
     }
 }

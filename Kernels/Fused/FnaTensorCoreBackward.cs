@@ -84,8 +84,6 @@ internal sealed record KeyValueGradLauncher(
 /// </summary>
 internal static class FnaTensorCoreBackward
 {
-    private const int AdditionalThreads = 32;
-
     /// <summary>Static shared memory of the generated kernels in bytes: the emulation scratch, and the dK/dV kernel's per-query LSE and D.</summary>
     public const int RegisterStaticSharedBytes =
         (TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps * sizeof(uint)) + (2 * FnaTensorCoreBackwardKernels.MaxScores / 16 * sizeof(float));
@@ -126,15 +124,12 @@ internal static class FnaTensorCoreBackward
                  + $"and query tile × KV sub-tile ≤ {FnaTensorCoreBackwardKernels.MaxScores}";
         }
 
-        var bytes = UsesRegisterKernels(p)
-            ? RegisterStaticSharedBytes + (RegisterWords(p, tile) * sizeof(ushort))
-            : StaticSharedBytes + (Math.Max(QueryGradWords(p, tile), KeyValueGradWords(p, tile)) * sizeof(ushort));
-        if (bytes > device.Accelerator.MaxSharedMemoryPerGroup)
-        {
-            return $"the tensor-core backward with tile shape {tile} needs {bytes} bytes of shared memory; {device.Name} allows {device.Accelerator.MaxSharedMemoryPerGroup}";
-        }
-
-        return FnaBackward.Check(device, p, tile);
+        var registers = UsesRegisterKernels(p);
+        var words = registers ? RegisterWords(p, tile) : Math.Max(QueryGradWords(p, tile), KeyValueGradWords(p, tile));
+        return device.CheckSharedMemory(
+                $"the tensor-core backward with tile shape {tile}, D={p.HeadDim}, Dv={p.ValueDim}", (long)words * sizeof(ushort),
+                registers ? RegisterStaticSharedBytes : StaticSharedBytes)
+            ?? FnaBackward.CheckAdditional(device, p);
     }
 
     public static void Backward<TFormat, TStorage>(
@@ -146,37 +141,36 @@ internal static class FnaTensorCoreBackward
         where TStorage : struct, IElementStorage<ushort>
     {
         var kernels = device.Kernels(a => new FnaTensorCoreBackwardKernelSet<TFormat, TStorage>(a));
-        using var rowTerm = device.Accelerator.Allocate1D<float>(p.Rows);
-        var extent = device.LaunchExtent(p.Rows);
-        kernels.RowTerm(stream, extent, p, p.Rows, extent, output, outputGrad, rowTerm.View);
-
         var tiles = p.D0 * FnaForwardKernel.TilesPerGroup(p.N0, p.D0, tile.Q0)
             * p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1)
             * p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
         var group = new Index3D(tile.QueryTile * 2, 1, 1);
         var registers = UsesRegisterKernels(p);
         var queryGradKernel = registers ? kernels.RegisterQueryGrad(p.HeadDim, FragmentLoading.Current) : kernels.QueryGrad;
-        queryGradKernel(
-            stream,
-            new KernelConfig(
-                new Index3D(tiles, p.Heads, p.Batch), group,
-                SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile) : QueryGradWords(p, tile))),
-            p, tile, query, key, value, additionalKey, additionalValue, lse, rowTerm.View, outputGrad, queryGrad);
+        var queryConfig = new KernelConfig(
+            new Index3D(tiles, p.Heads, p.Batch), group,
+            SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile) : QueryGradWords(p, tile)));
         var keyValueGradKernel = registers ? kernels.RegisterKeyValueGrad(p.HeadDim, FragmentLoading.Current) : kernels.KeyValueGrad;
-        keyValueGradKernel(
-            stream,
-            new KernelConfig(
-                new Index3D(tiles, p.KvHeads, p.Batch), group,
-                SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile) : KeyValueGradWords(p, tile))),
-            p, tile, query, key, value, lse, rowTerm.View, outputGrad, keyGrad, valueGrad);
+        var keyValueConfig = new KernelConfig(
+            new Index3D(tiles, p.KvHeads, p.Batch), group,
+            SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile) : KeyValueGradWords(p, tile)));
+        var additionalConfig = FnaBackward.AdditionalConfig(p);
+        device.PrepareSharedMemory(queryGradKernel, queryConfig);
+        device.PrepareSharedMemory(keyValueGradKernel, keyValueConfig);
+        if (p.AdditionalTokens > 0)
+        {
+            device.PrepareSharedMemory(kernels.AdditionalKeyValueGrad, additionalConfig);
+        }
+
+        using var rowTerm = device.Accelerator.Allocate1D<float>(p.Rows);
+        var extent = device.LaunchExtent(p.Rows);
+        kernels.RowTerm(stream, extent, p, p.Rows, extent, output, outputGrad, rowTerm.View);
+        queryGradKernel(stream, queryConfig, p, tile, query, key, value, additionalKey, additionalValue, lse, rowTerm.View, outputGrad, queryGrad);
+        keyValueGradKernel(stream, keyValueConfig, p, tile, query, key, value, lse, rowTerm.View, outputGrad, keyGrad, valueGrad);
         if (p.AdditionalTokens > 0)
         {
             kernels.AdditionalKeyValueGrad(
-                stream,
-                new KernelConfig(
-                    new Index3D(p.AdditionalTokens, p.KvHeads, p.Batch), new Index3D(AdditionalThreads, 1, 1),
-                    SharedMemoryConfig.RequestDynamic<float>(AdditionalThreads * (p.HeadDim + p.ValueDim))),
-                p, query, additionalKey, additionalValue, lse, rowTerm.View, outputGrad, additionalKeyGrad, additionalValueGrad);
+                stream, additionalConfig, p, query, additionalKey, additionalValue, lse, rowTerm.View, outputGrad, additionalKeyGrad, additionalValueGrad);
         }
 
         stream.Synchronize();

@@ -310,13 +310,9 @@ internal static class FnaTf32
             return $"the TF32 kernel needs 32-lane warps; {device.Name} has {device.Accelerator.WarpSize}";
         }
 
-        var bytes = StaticSharedBytes + (DynamicSharedFloats(p, tile) * sizeof(float));
-        if (bytes > device.Accelerator.MaxSharedMemoryPerGroup)
-        {
-            return $"tile shape {tile} with D={p.HeadDim}, Dv={p.ValueDim} needs {bytes} bytes of shared memory; {device.Name} allows {device.Accelerator.MaxSharedMemoryPerGroup}";
-        }
-
-        return FnaForward.Check(device, p, tile);
+        return device.CheckSharedMemory(
+                $"tile shape {tile} with D={p.HeadDim}, Dv={p.ValueDim}", (long)DynamicSharedFloats(p, tile) * sizeof(float), StaticSharedBytes)
+            ?? FnaForward.CheckGrid(device, p, tile);
     }
 
     public static void Forward(
@@ -332,6 +328,7 @@ internal static class FnaTf32
             new Index3D(tiles, p.Heads, p.Batch),
             new Index3D(tile.QueryTile * 2, 1, 1),
             SharedMemoryConfig.RequestDynamic<float>(DynamicSharedFloats(p, tile)));
+        device.PrepareSharedMemory(kernels.Forward, config);
         kernels.Forward(stream, config, p, tile, query, key, value, additionalKey, additionalValue, output, lse, lse.Length > 0 ? 1 : 0);
     }
 }

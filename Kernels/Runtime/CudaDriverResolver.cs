@@ -7,10 +7,18 @@ namespace Natten.Kernels.Runtime;
 /// ILGPU imports the CUDA driver as "cuda", which Linux resolves to libcuda.so only. Many images
 /// ship just libcuda.so.1 (the runtime soname), and ILGPU then silently reports no CUDA device.
 /// This resolver tries both names; it is registered once, before the first context is created.
+/// <see cref="TryLoadDriver"/> loads the same library for the driver calls ILGPU does not bind
+/// (<see cref="CudaSharedMemory"/>).
 /// </summary>
 internal static class CudaDriverResolver
 {
     private static int _registered;
+
+    /// <summary>File names of the CUDA driver library on this OS, most specific first.</summary>
+    private static string[] Candidates
+        => OperatingSystem.IsWindows() ? ["nvcuda.dll"]
+            : OperatingSystem.IsLinux() ? ["libcuda.so", "libcuda.so.1"]
+            : [];
 
     public static void Register()
     {
@@ -29,6 +37,21 @@ internal static class CudaDriverResolver
         }
     }
 
+    /// <summary>Loads the CUDA driver library (the names the resolver tries); false where there is none.</summary>
+    public static bool TryLoadDriver(out IntPtr handle)
+    {
+        foreach (var candidate in Candidates)
+        {
+            if (NativeLibrary.TryLoad(candidate, out handle))
+            {
+                return true;
+            }
+        }
+
+        handle = IntPtr.Zero;
+        return false;
+    }
+
     private static IntPtr Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath)
     {
         if (libraryName is not ("cuda" or "libcuda" or "libcuda.so"))
@@ -36,7 +59,7 @@ internal static class CudaDriverResolver
             return IntPtr.Zero;
         }
 
-        foreach (var candidate in new[] { "libcuda.so", "libcuda.so.1" })
+        foreach (var candidate in Candidates)
         {
             if (NativeLibrary.TryLoad(candidate, assembly, searchPath, out var handle))
             {

@@ -82,6 +82,12 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
     public void GeneratedForwardFollowsTheToleranceRule(NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, Visits visits, bool elementLoads)
     {
         using var pinned = FragmentLoading.Use(elementLoads ? FragmentLoadKind.Elements : FragmentLoadKind.Matrix);
+        RunAgainstReference(kind, reference, tiles, bfloat16, visits);
+    }
+
+    /// <summary>Runs the generated forward on <paramref name="kind"/> with <paramref name="tiles"/> and checks it against the Reference (also used by <see cref="SharedMemoryOptInTests"/>).</summary>
+    internal static void RunAgainstReference(AcceleratorKind kind, NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, Visits visits)
+    {
         var (shape, options) = TensorCoreTests.Describe(reference, tiles);
         var device = DeviceRuntime.Get(kind);
         var problem = ProblemValidator.Validate(shape, options, bfloat16 ? ElementType.BFloat16 : ElementType.Float16);
