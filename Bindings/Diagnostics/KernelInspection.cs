@@ -11,7 +11,8 @@ namespace Natten.Diagnostics;
 /// <param name="StaticSharedBytes">Bytes of shared memory declared statically (dynamic shared memory is sized per launch).</param>
 /// <param name="LocalArrayBytes">
 /// Bytes of per-thread arrays in local memory: run-time-indexed arrays that ptxas cannot promote to registers.
-/// The 4- and 8-byte depots ILGPU emits around each inline-asm operand are not counted (ptxas removes them).
+/// The 4- and 8-byte depots ILGPU emits around each inline-asm operand are not counted (ptxas removes them), nor are
+/// larger depots addressed only at constant offsets (struct copies, e.g. a view reinterpreted to read its pointer).
 /// </param>
 /// <param name="LocalLoads"><c>ld.local</c> instructions (including the asm operand copies).</param>
 /// <param name="LocalStores"><c>st.local</c> instructions (including the asm operand copies).</param>

@@ -91,7 +91,21 @@ speed_one() {
     > "$OUT/anchor-$id.jsonl" 2>&1
   echo "speed $id: ours $(grep -o '"ms_median":[0-9.e+-]*' "$OUT/profile-$id.jsonl" | head -n 1); anchor $(tail -n 1 "$OUT/anchor-$id.jsonl" | cut -c1-200)"
 }
-speed() { for p in "${speeds[@]}"; do step "speed ${p%%|*}" 60 speed_one "$p"; done; }
+# The same fused forward with element loads instead of ldmatrix (NATTEN_FRAGMENT_LOADS=elements): does ldmatrix pay?
+# Written as profile-<id>-elements.jsonl; summarize.py puts it next to <id> with <id>'s anchor.
+speed_elements_one() {
+  local id shape kernel stride heads dim dtype backends extra
+  IFS='|' read -r id shape kernel stride heads dim dtype backends extra <<< "$1"
+  # shellcheck disable=SC2086
+  NATTEN_FRAGMENT_LOADS=elements natten profile --shape "$shape" --kernel-size "$kernel" --stride "$stride" --heads "$heads" \
+    --dim "$dim" --dtype "$dtype" --backend fused --warmup 2 --repeat 10 --json --no-dense \
+    > "$OUT/profile-$id-elements.jsonl" 2>&1
+  echo "speed $id (element loads): $(grep -o '"ms_median":[0-9.e+-]*' "$OUT/profile-$id-elements.jsonl" | head -n 1)"
+}
+speed() {
+  for p in "${speeds[@]}"; do step "speed ${p%%|*}" 60 speed_one "$p"; done
+  for p in "${speeds[@]}"; do case "${p%%|*}" in A|D) step "speed ${p%%|*} elements" 40 speed_elements_one "$p";; esac; done
+}
 
 # --- blocksparse: each pattern: gen -> natten run (fused, fp16, exporting the dense allowed-pair mask)
 #     -> blocksparse_anchor.py (float64 check with the FlashAttention-style rule, then FlexAttention with a

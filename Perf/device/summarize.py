@@ -64,15 +64,17 @@ def speed_table(out):
         if pid.startswith("bs-"):
             continue
         rows = [r for r in json_lines(path) if not r.get("dense", False) and "backend" in r]
-        anchor = next((r for r in json_lines(os.path.join(out, f"anchor-{pid}.jsonl")) if "flex_ms" in r), None)
+        # profile-<id>-elements.jsonl: the same problem with element loads instead of ldmatrix; <id>'s anchor applies.
+        base = pid[:-len("-elements")] if pid.endswith("-elements") else pid
+        anchor = next((r for r in json_lines(os.path.join(out, f"anchor-{base}.jsonl")) if "flex_ms" in r), None)
         flex_ms = anchor.get("flex_ms") if anchor else None
         for r in rows:
             ms = r.get("ms_median")
-            if r.get("backend") == "fused" and r.get("pass") == "forward":
+            if r.get("backend") == "fused" and r.get("pass") == "forward" and base == pid:
                 ours_by_id[pid] = ms
             vs_flex = flex_ms / ms if (flex_ms and ms and r.get("pass") == "forward") else None
             target, met = "", ""
-            if r.get("backend") == "fused" and r.get("pass") == "forward" and ms:
+            if r.get("backend") == "fused" and r.get("pass") == "forward" and ms and base == pid:
                 target = TARGETS.get(pid, "")
                 met = judge(pid, ms, flex_ms, r.get("speedup_vs_naive"), ours_by_id)
             lines.append("| " + " | ".join([

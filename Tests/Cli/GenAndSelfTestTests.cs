@@ -55,8 +55,8 @@ public sealed class GenAndSelfTestTests
         var result = CliRunner.Run("selftest", "--count", "1", "--seed", "6", "--backend", "fused", "--dtype", "tf32");
         result.AssertSuccess();
         var lines = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.That(lines[^1], Does.Match(@"^2 passed, 0 failed, 0 skipped$"), "output and LSE, forward only");
-        Assert.That(lines.Where(l => l.StartsWith("ok", StringComparison.Ordinal)), Has.All.Contain(" fused tf32 "));
+        Assert.That(lines[^1], Does.Match(@"^4 passed, 0 failed, 0 skipped$"), "the two fragment-load checks, then output and LSE, forward only");
+        Assert.That(lines.Where(l => l.StartsWith("ok", StringComparison.Ordinal) && l.Contains(" seed ", StringComparison.Ordinal)), Has.All.Contain(" fused tf32 "));
 
         // TF32 products must show: an output error above what float32 math gives (the fp32 tolerance is 2e-5).
         var output = lines.Single(l => l.Contains(" tf32 output:", StringComparison.Ordinal));
@@ -74,5 +74,16 @@ public sealed class GenAndSelfTestTests
         var problems = result.Stdout.Split('\n').Where(l => l.StartsWith("ok", StringComparison.Ordinal) && l.Contains(" output:", StringComparison.Ordinal)).ToArray();
         Assert.That(problems, Has.Some.Contain("D=64 Dv=64"));
         Assert.That(problems, Has.Some.Contain("D=128 Dv=128"));
+    }
+
+    [Test]
+    public void SelfTestChecksTheFragmentLoadsFirst()
+    {
+        var result = CliRunner.Run("selftest", "--count", "1", "--seed", "1", "--backend", "reference", "--dtype", "fp32", "--no-backward");
+        result.AssertSuccess();
+        var lines = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(lines[1], Does.StartWith("ok    fragment loads (ldmatrix) on ").And.EndWith(": 0 of 1024 registers wrong"));
+        Assert.That(lines[2], Does.StartWith("ok    fragment loads (elements) on ").And.EndWith(": 0 of 1024 registers wrong"));
+        Assert.That(lines[3], Does.Contain(" seed 1 reference fp32 "));
     }
 }

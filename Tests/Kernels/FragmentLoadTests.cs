@@ -1,5 +1,3 @@
-using ILGPU;
-using ILGPU.Runtime;
 using Natten.Kernels.Cuda;
 using Natten.Kernels.Runtime;
 
@@ -13,9 +11,6 @@ namespace Natten.Tests.Kernels;
 [TestFixtureSource(nameof(Accelerators))]
 public sealed class FragmentLoadTests(AcceleratorKind kind)
 {
-    private const int TileRows = 48;
-    private const int Stride = 40;
-
     public static IEnumerable<AcceleratorKind> Accelerators => [AcceleratorKind.Cpu, AcceleratorKind.Cuda];
 
     [SetUp]
@@ -27,70 +22,30 @@ public sealed class FragmentLoadTests(AcceleratorKind kind)
         }
     }
 
-    [TestCase(false, 0, 0)]
-    [TestCase(false, 16, 8)]
-    [TestCase(false, 32, 24)]
-    [TestCase(true, 0, 0)]
-    [TestCase(true, 16, 8)]
-    [TestCase(true, 24, 16)]
-    public void EveryLaneGetsItsFragmentElements(bool matrix, int row0, int col0)
+    [Test]
+    public void EveryLaneGetsItsFragmentElements([Values] FragmentLoadChoice loads, [Values(1, 2)] int seed)
     {
-        var rng = new Random((row0 * 100) + col0);
-
-        // Distinct elements, so that any misplaced one is caught.
-        var tile = Enumerable.Range(0, TileRows * Stride).Select(_ => (ushort)rng.Next(1, 65535)).ToArray();
-        var device = DeviceRuntime.Get(kind);
-        using var tileBuffer = device.Accelerator.Allocate1D(tile);
-        using var result = device.Accelerator.Allocate1D<uint>(32 * 8);
-        var launch = matrix
-            ? device.Accelerator.LoadStreamKernel<ArrayView<ushort>, int, int, ArrayView<uint>>(FragmentLoadKernels.Probe<MatrixLoads>)
-            : device.Accelerator.LoadStreamKernel<ArrayView<ushort>, int, int, ArrayView<uint>>(FragmentLoadKernels.Probe<ElementLoads>);
-        launch(new KernelConfig(1, 32), tileBuffer.View, row0, col0, result.View);
-        device.Accelerator.Synchronize();
-        var registers = result.GetAsArray1D();
-
-        ushort At(int row, int col) => tile[(row * Stride) + col];
-        for (var lane = 0; lane < 32; lane++)
-        {
-            var g = lane / 4;
-            var t = lane % 4;
-            for (var m = 0; m < 4; m++)
-            {
-                var top = row0 + ((m % 2) * 8);
-                var left = col0 + ((m / 2) * 8);
-                var rows = TensorCore.Pack(At(top + g, left + (2 * t)), At(top + g, left + (2 * t) + 1));
-                var columns = TensorCore.Pack(At(top + (2 * t), left + g), At(top + (2 * t) + 1, left + g));
-                Assert.That(registers[(lane * 8) + m], Is.EqualTo(rows), $"Rows: lane {lane}, r{m}");
-                Assert.That(registers[(lane * 8) + 4 + m], Is.EqualTo(columns), $"Columns: lane {lane}, r{m}");
-            }
-        }
+        var (compared, wrong) = FragmentLoadProbe.Check(
+            DeviceRuntime.Get(kind), loads == FragmentLoadChoice.Matrix ? FragmentLoadKind.Matrix : FragmentLoadKind.Elements, seed);
+        Assert.That(compared, Is.EqualTo(FragmentLoadProbe.Blocks.Count * 32 * 8));
+        Assert.That(wrong, Is.Zero, $"{wrong} of {compared} registers differ from the m16n8k16 layout");
     }
-}
 
-public static class FragmentLoadKernels
-{
-    /// <summary>One warp: stages the tile in shared memory, loads the block at (row0, col0) both ways, stores every lane's 8 registers.</summary>
-    internal static void Probe<TLoads>(ArrayView<ushort> tile, int row0, int col0, ArrayView<uint> result)
-        where TLoads : struct, IFragmentLoads
+    [Test]
+    public void TheExpectedLayoutIsTheFragmentDefinition()
     {
-        var shared = SharedMemory.Allocate<ushort>(48 * 40);
-        var lane = Group.IdxX;
-        for (var i = lane; i < shared.IntLength; i += 32)
-        {
-            shared[i] = tile[i];
-        }
+        // Lane 5 (g = 1, t = 1) of the block at (16, 8): Rows r2 = row 17, columns 18 and 19; Columns r1 = rows 26, 27 of column 9.
+        var tile = Enumerable.Range(0, FragmentLoadProbe.TileRows * FragmentLoadProbe.Stride).Select(i => (ushort)i).ToArray();
+        var expected = FragmentLoadProbe.Expected(tile, 16, 8);
+        ushort At(int row, int col) => (ushort)((row * FragmentLoadProbe.Stride) + col);
+        Assert.That(expected[(5 * 8) + 2], Is.EqualTo(TensorCore.Pack(At(17, 18), At(17, 19))));
+        Assert.That(expected[(5 * 8) + 4 + 1], Is.EqualTo(TensorCore.Pack(At(26, 9), At(27, 9))));
+    }
 
-        Group.Barrier();
-        TLoads.Rows(shared, 40, row0, col0, out var r0, out var r1, out var r2, out var r3);
-        TLoads.Columns(shared, 40, row0, col0, out var c0, out var c1, out var c2, out var c3);
-        var at = lane * 8;
-        result[at] = r0;
-        result[at + 1] = r1;
-        result[at + 2] = r2;
-        result[at + 3] = r3;
-        result[at + 4] = c0;
-        result[at + 5] = c1;
-        result[at + 6] = c2;
-        result[at + 7] = c3;
+    /// <summary>Public mirror of the internal <see cref="FragmentLoadKind"/> for test parameters.</summary>
+    public enum FragmentLoadChoice
+    {
+        Matrix,
+        Elements,
     }
 }

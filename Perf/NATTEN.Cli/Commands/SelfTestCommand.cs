@@ -1,4 +1,5 @@
 using System.Globalization;
+using Natten.Diagnostics;
 using Natten.Reference;
 
 namespace Natten.Cli.Commands;
@@ -56,6 +57,17 @@ internal static class SelfTestCommand
 
         stdout.WriteLine($"natten selftest: {string.Join(", ", backends.Select(b => $"{b} — {AttentionBackends.Describe(b)}"))}");
         int passed = 0, failed = 0, skipped = 0;
+
+        // The intrinsics first: on a GPU this is the real ldmatrix against the fragment layout.
+        var device = AttentionDevice.Default;
+        foreach (var check in KernelSelfChecks.FragmentLoads(device))
+        {
+            (check.Passed ? ref passed : ref failed)++;
+            stdout.WriteLine(string.Create(
+                CultureInfo.InvariantCulture,
+                $"{(check.Passed ? "ok  " : "FAIL")}  {check.What} on {device.Name}: {check.Wrong} of {check.Compared} registers wrong"));
+        }
+
         for (var s = seed; s < seed + count; s++)
         {
             var problem = SelfTestProblem.Create(s);
