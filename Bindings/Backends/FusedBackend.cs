@@ -22,9 +22,7 @@ internal sealed class FusedBackend : DeviceBackend
 
     public override bool CanRunOn(ComputeDevice device, AttentionProblem problem, AttentionPass pass, out string reason)
     {
-        var p = NaiveBackend.ToParams(problem);
-        var tile = TileShape(problem, p);
-        var why = FnaForward.Check(device, p, tile) ?? (pass == AttentionPass.Backward ? FnaBackward.Check(device, p, tile) : null);
+        var why = KernelCheck(device, problem, NaiveBackend.ToParams(problem), pass);
         if (why is not null)
         {
             reason = why;
@@ -40,6 +38,31 @@ internal sealed class FusedBackend : DeviceBackend
 
         reason = string.Empty;
         return true;
+    }
+
+    /// <summary>
+    /// Why no fused kernel runs <paramref name="pass"/> of the problem on <paramref name="device"/>, or null — judged on the
+    /// kernel the call takes: the tensor-core kernels for 16-bit storage where <see cref="TensorCoreTile"/> fits (for the
+    /// backward also <see cref="FnaTensorCoreBackward.Check"/>), the TF32 forward for float32 with
+    /// <see cref="AttentionProblem.AllowTf32"/> where <see cref="Tf32Tile"/> fits, otherwise the float32-math kernels with
+    /// <see cref="TileShape"/>. So a tile that only the tensor-core kernel can hold is not refused for the float32
+    /// kernel's limits.
+    /// </summary>
+    internal static string? KernelCheck(ComputeDevice device, AttentionProblem problem, ProblemParams p, AttentionPass pass)
+    {
+        if (problem.ElementType != ElementType.Float32 && TensorCoreTile(device, problem, p) is { } tensorCore
+            && (pass == AttentionPass.Forward || FnaTensorCoreBackward.Check(device, p, tensorCore) is null))
+        {
+            return null;
+        }
+
+        if (pass == AttentionPass.Forward && problem.ElementType == ElementType.Float32 && problem.AllowTf32 && Tf32Tile(device, problem, p) is not null)
+        {
+            return null;
+        }
+
+        var tile = TileShape(problem, p);
+        return FnaForward.Check(device, p, tile) ?? (pass == AttentionPass.Backward ? FnaBackward.Check(device, p, tile) : null);
     }
 
     /// <summary>

@@ -38,9 +38,9 @@ internal static class FusedTileRules
         return FusedBackend.TileShape(problem, p);
     }
 
-    /// <summary>Why <paramref name="device"/> cannot run the problem's tile shape, or null.</summary>
+    /// <summary>Why <paramref name="device"/> cannot run the problem's forward with its tile shape, or null (judged on the kernel the call takes).</summary>
     public static string? Check(ComputeDevice device, AttentionProblem problem)
-        => FnaForward.Check(device, NaiveBackend.ToParams(problem), TileShape(problem));
+        => FusedBackend.KernelCheck(device, problem, NaiveBackend.ToParams(problem), AttentionPass.Forward);
 
     /// <summary>
     /// The forward kernel's own limits for a tile on <paramref name="device"/>: the tensor-core kernel's for 16-bit

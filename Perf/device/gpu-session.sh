@@ -5,7 +5,7 @@
 #   here:         ../shared/device/pack.sh Perf/NATTEN.Cli/NATTEN.Cli.csproj
 #   device call 1: bash Perf/device/gpu-session.sh selftest ptx check          (carry [".device"])
 #   device call 2: bash Perf/device/gpu-session.sh speed
-#   device call 3: bash Perf/device/gpu-session.sh blocksparse                  (if time is left)
+#   device call 3: bash Perf/device/gpu-session.sh blocksparse sanitize         (if time is left)
 #   back here:     python3 Perf/device/summarize.py <files_at>/out --device "…" > Perf/results/<ids>_<device>_<date>.md
 #
 # No phase names = all of them in that order. Every step is bounded: BUDGET_S (default 540) is the
@@ -142,6 +142,26 @@ blocksparse_one() {
 }
 blocksparse() { for p in "${blocksparse[@]}"; do step "blocksparse ${p%%|*}" 60 blocksparse_one "$p"; done; }
 
+# --- sanitize: compute-sanitizer memcheck on the self-test's tensor-core problems, racecheck on one small one ------
+# (issue #5). The tool comes with the CUDA toolkit or the pip wheel nvidia-cuda-sanitizer-api; without it the phase
+# says so in sanitize.txt. Seed 3 is a D = Dv = 128 problem, seed 6 a D = Dv = 64 one (generated kernels, fwd + bwd).
+find_sanitizer() {
+  command -v compute-sanitizer 2>/dev/null && return 0
+  ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1 | grep . && return 0
+  python3 -c "import glob, site; print(next(iter(sorted(p for d in site.getsitepackages() for p in glob.glob(d + '/nvidia/**/compute-sanitizer', recursive=True) if not p.endswith('/'))), ''))" 2>/dev/null | grep .
+}
+sanitize_one() {
+  local tool=$1 name=$2; shift 2
+  local cs; cs=$(find_sanitizer) || { echo "compute-sanitizer not found on this machine" | tee "$OUT/sanitize.txt"; return 0; }
+  timeout "$(cap)" "$cs" --tool "$tool" --target-processes all bash "$R" "$@" > "$OUT/$name.txt" 2>&1
+  echo "$name: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$name.txt" | tail -n 1)" | tee -a "$OUT/sanitize.txt"
+}
+sanitize() {
+  step "memcheck D128" 120 sanitize_one memcheck memcheck-d128 selftest --count 1 --seed 3 --backend fused --dtype fp16,bf16
+  step "memcheck D64" 120 sanitize_one memcheck memcheck-d64 selftest --count 1 --seed 6 --backend fused --dtype fp16
+  step "racecheck D64" 120 sanitize_one racecheck racecheck-d64 selftest --count 1 --seed 6 --backend fused --dtype fp16 --no-backward
+}
+
 phases=("$@"); [ ${#phases[@]} -eq 0 ] && phases=(selftest ptx check speed blocksparse)
 for phase in "${phases[@]}"; do
   case "$phase" in
@@ -150,7 +170,8 @@ for phase in "${phases[@]}"; do
     check) check ;;
     speed) speed ;;
     blocksparse) blocksparse ;;
-    *) echo "unknown phase '$phase' (selftest ptx check speed blocksparse)"; exit 2 ;;
+    sanitize) sanitize ;;
+    *) echo "unknown phase '$phase' (selftest ptx check speed blocksparse sanitize)"; exit 2 ;;
   esac
 done
 echo "done in $((SECONDS - START)) s; skipped: $( [ -f "$OUT/skipped.txt" ] && wc -l < "$OUT/skipped.txt" || echo 0)"

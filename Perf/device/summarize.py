@@ -158,6 +158,13 @@ def main():
         with open(st, encoding="utf-8", errors="replace") as f:
             tail = [l.strip() for l in f if l.strip()]
         print(f"**selftest:** `{tail[-1] if tail else '(empty)'}`\n")
+        loads = [l for l in tail if "fragment loads" in l]
+        if loads:
+            print("**device self-checks:** " + "; ".join(f"`{l}`" for l in loads) + "\n")
+    sz = os.path.join(out, "sanitize.txt")
+    if os.path.exists(sz):
+        with open(sz, encoding="utf-8", errors="replace") as f:
+            print("**compute-sanitizer:** " + "; ".join(f"`{l.strip()}`" for l in f if l.strip()) + "\n")
     for title, table in (("Correctness against torch (float64)", check_table(out)),
                          ("Speed", speed_table(out)),
                          ("Block-sparse", blocksparse_table(out))):

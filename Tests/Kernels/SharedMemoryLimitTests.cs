@@ -176,6 +176,30 @@ public sealed class SharedMemoryLimitTests
     }
 
     [Test]
+    public void BackendAndTileRulesJudgeTheKernelTheCallTakes([Values(ElementType.Float16, ElementType.BFloat16)] ElementType type)
+    {
+        // Explicit tiles 64 / 32 at D = Dv = 64 on a 48 KB device: the tensor-core kernels fit them (forward and backward),
+        // the float32-math kernel does not — a 16-bit call must be accepted, a float32 call refused.
+        var device = CudaLike(DefaultLimit);
+        var options = new NeighborhoodAttentionOptions(9) { Tiles = new FusedTiles(64, 32) };
+        var shape = new AttentionShape(1, 96, 2, 64);
+        var half = ProblemValidator.Validate(shape, options, type);
+        var single = ProblemValidator.Validate(shape, options, ElementType.Float32);
+        var p = NaiveBackend.ToParams(half);
+        var tile = FusedBackend.TileShape(half, p);
+        Assert.That(FnaForward.Check(device, p, tile), Does.Contain("bytes of shared memory"), "the float32 kernel cannot hold the tile");
+        Assert.That(FnaTensorCoreBackward.Check(device, p, tile), Is.Null, "the tensor-core kernels can");
+
+        var fused = new FusedBackend();
+        Assert.That(fused.CanRunOn(device, half, AttentionPass.Forward, out var why), Is.True, why);
+        Assert.That(fused.CanRunOn(device, half, AttentionPass.Backward, out why), Is.True, why);
+        Assert.That(FusedTileRules.Check(device, half), Is.Null);
+        Assert.That(fused.CanRunOn(device, single, AttentionPass.Forward, out why), Is.False);
+        Assert.That(why, Does.Contain("bytes of shared memory"));
+        Assert.That(FusedTileRules.Check(device, single), Does.Contain("bytes of shared memory"));
+    }
+
+    [Test]
     public void TileSearchGrowsWithTheOptInLimit()
     {
         var shape = new AttentionShape(1, (32, 32), 2, 128);
