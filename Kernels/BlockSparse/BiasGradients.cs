@@ -1,4 +1,6 @@
 using ILGPU;
+using ILGPU.Runtime;
+using Natten.Kernels.Runtime;
 
 namespace Natten.Kernels.BlockSparse;
 
@@ -241,4 +243,51 @@ internal readonly record struct BiasGradientTarget(
         BiasGradientKind.Table => p.QueryRows * TableWidth,
         _ => 0,
     };
+}
+
+/// <summary>A backward pass that hands dS to a bias-gradient sink of the type it is given (fused dQ kernel, naive scatter).</summary>
+internal interface IBiasGradientProducer
+{
+    /// <summary>Runs the pass with <paramref name="sink"/> (enqueued on the stream; <see cref="BiasGradientRun"/> waits).</summary>
+    void Produce<TSink>(TSink sink)
+        where TSink : struct, IBiasGradientSink;
+}
+
+/// <summary>
+/// The one host sequence of a bias gradient, whatever backend produces dS: zero the gradient (direct) or the
+/// workspace (pairs, table), run the producer with the target's sink, then the fixed-order reduction
+/// (<see cref="BiasGradientKernels"/>); waits for the stream, since the workspace is freed on return.
+/// </summary>
+internal static class BiasGradientRun
+{
+    public static void Execute<TProducer>(
+        ComputeDevice device, AcceleratorStream stream, BlockSparseParams p, BlockList blocks, in BiasGradientTarget target, TProducer producer)
+        where TProducer : IBiasGradientProducer
+    {
+        var gradient = target.Gradient;
+        var reduce = device.Kernels(a => new BiasGradientReduceSet(a));
+        using var workspace = device.Accelerator.Allocate1D<float>(Math.Max(1, target.WorkspaceFloats(p)));
+        var extent = device.LaunchExtent(gradient.Length);
+        switch (target.Kind)
+        {
+            case BiasGradientKind.Direct:
+                gradient.MemSetToZero(stream);
+                producer.Produce(new DirectBiasGradient(gradient));
+                break;
+            case BiasGradientKind.Pairs:
+                workspace.View.MemSetToZero(stream);
+                producer.Produce(new PairBiasGradient(workspace.View, p, target.Entries));
+                reduce.ReduceDense(stream, extent, gradient.Length, extent, p, blocks, workspace.View, gradient, target.BiasBatches, target.BiasHeads, target.Entries);
+                break;
+            case BiasGradientKind.Table:
+                workspace.View.MemSetToZero(stream);
+                producer.Produce(new RowTableBiasGradient(workspace.View, target.TableWidth));
+                reduce.ReduceTable(stream, extent, gradient.Length, extent, p, workspace.View, gradient, target.BiasHeads, target.TableWidth);
+                break;
+            default:
+                throw new InvalidOperationException($"Unknown bias gradient kind {target.Kind}.");
+        }
+
+        stream.Synchronize();
+    }
 }

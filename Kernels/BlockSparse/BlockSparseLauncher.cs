@@ -136,7 +136,7 @@ internal static class BlockSparseLauncher
         }
     }
 
-    /// <summary>The dQ kernel with the sink <paramref name="target"/> asks for, and its fixed-order reduction.</summary>
+    /// <summary>The dQ kernel with the sink <paramref name="target"/> asks for, and its fixed-order reduction (<see cref="BiasGradientRun"/>).</summary>
     private static void QueryGradWithBiasGradient<T, TS, TMask, TBias>(
         ComputeDevice device, AcceleratorStream stream, KernelConfig config, BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks,
         TMask mask, TBias bias, ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<float> lse, ArrayView<float> rowTerm,
@@ -145,49 +145,24 @@ internal static class BlockSparseLauncher
         where TS : struct, IElementStorage<T>
         where TMask : struct, IElementMask
         where TBias : struct, IScoreBias
+        => BiasGradientRun.Execute(
+            device, stream, p, blocks, target,
+            new QueryGradProducer<T, TS, TMask, TBias>(device, stream, config, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm, outputGrad, queryGrad));
+
+    /// <summary>The fused dQ kernel compiled for the sink it is given.</summary>
+    private readonly struct QueryGradProducer<T, TS, TMask, TBias>(
+        ComputeDevice device, AcceleratorStream stream, KernelConfig config, BlockSparseParams p, BlockSparseTiles tiles, BlockList blocks,
+        TMask mask, TBias bias, ArrayView<T> query, ArrayView<T> key, ArrayView<T> value, ArrayView<float> lse, ArrayView<float> rowTerm,
+        ArrayView<T> outputGrad, ArrayView<T> queryGrad) : IBiasGradientProducer
+        where T : unmanaged
+        where TS : struct, IElementStorage<T>
+        where TMask : struct, IElementMask
+        where TBias : struct, IScoreBias
     {
-        var gradient = target.Gradient;
-        var reduce = device.Kernels(a => new BiasGradientReduceSet(a));
-        using var workspace = device.Accelerator.Allocate1D<float>(Math.Max(1, target.WorkspaceFloats(p)));
-        var extent = device.LaunchExtent(gradient.Length);
-        switch (target.Kind)
-        {
-            case BiasGradientKind.Direct:
-            {
-                gradient.MemSetToZero(stream);
-                var set = device.Kernels(a => new BlockSparseBiasGradKernelSet<T, TS, TMask, TBias, DirectBiasGradient>(a));
-                set.QueryGrad(stream, config, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm, outputGrad, queryGrad, new DirectBiasGradient(gradient));
-                break;
-            }
-
-            case BiasGradientKind.Pairs:
-            {
-                workspace.View.MemSetToZero(stream);
-                var set = device.Kernels(a => new BlockSparseBiasGradKernelSet<T, TS, TMask, TBias, PairBiasGradient>(a));
-                set.QueryGrad(
-                    stream, config, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm, outputGrad, queryGrad,
-                    new PairBiasGradient(workspace.View, p, target.Entries));
-                reduce.ReduceDense(stream, extent, gradient.Length, extent, p, blocks, workspace.View, gradient, target.BiasBatches, target.BiasHeads, target.Entries);
-                break;
-            }
-
-            case BiasGradientKind.Table:
-            {
-                workspace.View.MemSetToZero(stream);
-                var set = device.Kernels(a => new BlockSparseBiasGradKernelSet<T, TS, TMask, TBias, RowTableBiasGradient>(a));
-                set.QueryGrad(
-                    stream, config, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm, outputGrad, queryGrad,
-                    new RowTableBiasGradient(workspace.View, target.TableWidth));
-                reduce.ReduceTable(stream, extent, gradient.Length, extent, p, workspace.View, gradient, target.BiasHeads, target.TableWidth);
-                break;
-            }
-
-            default:
-                throw new InvalidOperationException($"Unknown bias gradient kind {target.Kind}.");
-        }
-
-        // The workspace is freed on return: wait for the kernels that use it.
-        stream.Synchronize();
+        public void Produce<TSink>(TSink sink)
+            where TSink : struct, IBiasGradientSink
+            => device.Kernels(a => new BlockSparseBiasGradKernelSet<T, TS, TMask, TBias, TSink>(a)).QueryGrad(
+                stream, config, p, tiles, blocks, mask, bias, query, key, value, lse, rowTerm, outputGrad, queryGrad, sink);
     }
 }
 

@@ -198,6 +198,39 @@ internal static class NaiveBlockSparseKernels
         }
     }
 
+    /// <summary>
+    /// Hands the chunk's dS to a bias-gradient sink, one thread per query row (batch, head, query) walking its
+    /// query block's list entries in order and each entry's keys in order — the visiting order of the fused dQ
+    /// kernel, so every sink has one writer per element and the result is deterministic. Pairs the mask forbids
+    /// carry dS = 0.
+    /// </summary>
+    public static void ScatterBiasGradient<TBias, TSink>(
+        Index1D index, BlockSparseParams p, NaiveRange range, BlockList blocks, TBias bias, ArrayView<float> scoreGrads, TSink sink)
+        where TBias : struct, IScoreBias
+        where TSink : struct, IBiasGradientSink
+    {
+        for (long r = index.X; r < range.Count; r += range.Stride)
+        {
+            var q = (int)(r % p.QueryTokens);
+            var rest = r / p.QueryTokens;
+            var h = (int)(rest % p.Heads);
+            var local = (int)(rest / p.Heads);
+            var b = range.FirstBatch + local;
+            var row = ((((long)b * p.QueryTokens) + q) * p.Heads) + h;
+            var listRow = p.ForwardRow(b, h, q / p.QueryBlock);
+            var pairs = ((((long)local * p.Heads) + h) * p.QueryTokens) + q;
+            for (var entry = blocks.Offsets[listRow]; entry < blocks.Offsets[listRow + 1]; entry++)
+            {
+                var first = BlockList.Block(blocks.Entries[entry]) * p.KeyBlock;
+                var last = XMath.Min(first + p.KeyBlock, p.KeyTokens);
+                for (var k = first; k < last; k++)
+                {
+                    sink.Add(bias, b, h, q, k, entry, row, scoreGrads[(pairs * p.KeyTokens) + k]);
+                }
+            }
+        }
+    }
+
     /// <summary>dQ[b, q, h, c] = scale · Σ over every key of dS[q, k] · K[k, c] (dense).</summary>
     public static void QueryGrad<T, TS>(
         Index1D index, BlockSparseParams p, long count, int stride, int firstBatch, ArrayView<float> scoreGrads, ArrayView<T> key, ArrayView<T> queryGrad)

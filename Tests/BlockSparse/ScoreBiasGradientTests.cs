@@ -1,5 +1,8 @@
+using Natten.Backends;
+using Natten.BlockSparse;
 using Natten.Reference;
 using Natten.Tests.Support;
+using Natten.Validation;
 
 namespace Natten.Tests.BlockSparse;
 
@@ -58,12 +61,17 @@ public sealed class ScoreBiasGradientTests
         MaskedAssert.Within(expected, actual, Tolerance.Float32Gradient, $"d(bias) {bias}, {c}");
     }
 
-    [TestCase(1, 1, 1, TestName = "{m}(bias shared by batch and heads, shared mask)")]
-    [TestCase(1, 1, 2, TestName = "{m}(bias shared by batch and heads, per-head mask)")]
-    [TestCase(1, 2, 2, TestName = "{m}(bias per head, per-head mask)")]
-    [TestCase(2, 1, 1, TestName = "{m}(bias per batch entry, shared mask)")]
-    [TestCase(2, 2, 1, TestName = "{m}(bias per batch entry and head: direct)")]
-    public void FusedDenseBiasGradientForEveryBroadcast(int batches, int heads, int maskHeads)
+    [TestCase("fused", 1, 1, 1, TestName = "{m}(fused, bias shared by batch and heads, shared mask)")]
+    [TestCase("fused", 1, 1, 2, TestName = "{m}(fused, bias shared by batch and heads, per-head mask)")]
+    [TestCase("fused", 1, 2, 2, TestName = "{m}(fused, bias per head, per-head mask)")]
+    [TestCase("fused", 2, 1, 1, TestName = "{m}(fused, bias per batch entry, shared mask)")]
+    [TestCase("fused", 2, 2, 1, TestName = "{m}(fused, bias per batch entry and head: direct)")]
+    [TestCase("naive", 1, 1, 1, TestName = "{m}(naive, bias shared by batch and heads, shared mask)")]
+    [TestCase("naive", 1, 1, 2, TestName = "{m}(naive, bias shared by batch and heads, per-head mask)")]
+    [TestCase("naive", 1, 2, 2, TestName = "{m}(naive, bias per head, per-head mask)")]
+    [TestCase("naive", 2, 1, 1, TestName = "{m}(naive, bias per batch entry, shared mask)")]
+    [TestCase("naive", 2, 2, 1, TestName = "{m}(naive, bias per batch entry and head: direct)")]
+    public void DenseBiasGradientForEveryBroadcast(string backend, int batches, int heads, int maskHeads)
     {
         var shape = new BlockSparseShape(2, 11, 13, 2, 4) { KvHeads = 1, ValueDim = 3 };
         var data = MaskedCase.Create(new Random(batches + (2 * heads) + (4 * maskHeads)), shape);
@@ -74,21 +82,65 @@ public sealed class ScoreBiasGradientTests
         var bias = new DenseBiasCase(values, batches, heads, 11, 13);
         using var scoreBias = bias.Build();
         using var mask = BlockMask.FromDense(dense, 11, 13, 4, 5, maskHeads);
-        var options = new BlockSparseOptions { Bias = scoreBias, Backend = "fused" };
+        var options = new BlockSparseOptions { Bias = scoreBias, Backend = backend };
         var (expected, actual) = RunFloat32(data, mask, options, Allows, bias.Value, bias.Index, values.Length, batches);
         MaskedAssert.Within(expected, actual, Tolerance.Float32Gradient, $"d(bias) {bias}");
         Assert.That(actual.Count(x => x != 0), Is.GreaterThan(values.Length / 3), "most bias values receive a gradient");
     }
 
     [TestCaseSource(nameof(TableCases))]
-    public void FusedRelativePositionBiasGradientMatchesTheOracle(TableCase t)
+    public void FusedRelativePositionBiasGradientMatchesTheOracle(TableCase t) => RelativePositionBiasGradientMatchesTheOracle(t, "fused");
+
+    [TestCaseSource(nameof(TableCases))]
+    public void NaiveRelativePositionBiasGradientMatchesTheOracle(TableCase t) => RelativePositionBiasGradientMatchesTheOracle(t, "naive");
+
+    [Test]
+    public void NaiveBiasGradientOverBatchChunksEqualsOneChunk([Values] bool table)
+    {
+        // A one-batch-entry workspace cap makes the naive backward run its three batch entries in turn; every chunk's dS
+        // must reach the sink (pairs for the broadcast dense bias, per-row partials for the table), bit for bit as in one chunk.
+        var shape = new BlockSparseShape(3, 12, 12, 2, 4) { KvHeads = 1 };
+        var t = new TableCase([12], [5], [1], 1, 3, false);
+        var data = MaskedCase.Create(new Random(31), table ? t.Shape(heads: 2, headDim: 4) : shape);
+        var rng = new Random(32);
+        var values = TestData.Floats(rng, table ? t.TableLength : 12 * 12).Select(x => 2 * x).ToArray();
+        var dense = new DenseBiasCase(values, 1, 1, 12, 12);
+        using var scoreBias = table ? t.Build(values) : dense.Build();
+        using var mask = table ? t.Mask() : BlockMasks.SlidingWindow(12, 12, 3, 3, 4, 4);
+        var problem = ProblemValidator.ValidateBlockSparse(data.Shape, mask, new BlockSparseOptions { Bias = scoreBias }, ElementType.Float32, biasGradient: true);
+        Assert.That(Natten.Kernels.BlockSparse.NaiveBlockSparseLauncher.BatchesPerChunk(problem.ToParams(), 2 * 12 * 12 * 4), Is.EqualTo(1));
+
+        float[] Run(NaiveBlockSparseBackend backend)
+        {
+            Assert.That(backend.CanRun(problem, AttentionPass.Backward, out var why), Is.True, why);
+            var output = new float[data.OutputLength];
+            var lse = new float[data.LseLength];
+            backend.Forward(problem, new ForwardTensors<float> { Query = data.Query, Key = data.Key, Value = data.Value, Output = output, LogSumExp = lse });
+            var outputGrad = TestData.Floats(new Random(33), data.OutputLength);
+            var dBias = new float[values.Length];
+            backend.Backward(problem, new BackwardTensors<float>
+            {
+                Query = data.Query, Key = data.Key, Value = data.Value, Output = output, LogSumExp = lse, OutputGrad = outputGrad,
+                QueryGrad = new float[data.Query.Length], KeyGrad = new float[data.Key.Length], ValueGrad = new float[data.Value.Length],
+                BiasGradient = dBias,
+            });
+            return dBias;
+        }
+
+        var chunked = Run(new NaiveBlockSparseBackend(workspaceCap: 2 * 2 * 12 * 12 * 4));
+        var whole = Run(new NaiveBlockSparseBackend());
+        Assert.That(chunked, Is.EqualTo(whole));
+        Assert.That(chunked.Count(x => x != 0), Is.GreaterThan(values.Length / 3), "most bias values receive a gradient");
+    }
+
+    private static void RelativePositionBiasGradientMatchesTheOracle(TableCase t, string backend)
     {
         var data = MaskedCase.Create(new Random(t.Tokens), t.Shape(heads: 2, headDim: 4));
         var table = TestData.Floats(new Random(t.Tokens + 1), t.TableLength);
         using var scoreBias = t.Build(table);
         using var mask = t.Mask();
         double Value(int b, int h, int q, int k) => t.Index(b, h, q, k) is var i and >= 0 ? table[i] : 0.0;
-        var (expected, actual) = RunFloat32(data, mask, new BlockSparseOptions { Bias = scoreBias, Backend = "fused" }, t.Allows, Value, t.Index, table.Length, t.Tokens);
+        var (expected, actual) = RunFloat32(data, mask, new BlockSparseOptions { Bias = scoreBias, Backend = backend }, t.Allows, Value, t.Index, table.Length, t.Tokens);
         MaskedAssert.Within(expected, actual, Tolerance.Float32Gradient, "d(table)");
         Assert.That(actual.Count(x => Math.Abs(x) > 1e-4), Is.GreaterThan(table.Length / 2), "most table entries receive a gradient");
     }

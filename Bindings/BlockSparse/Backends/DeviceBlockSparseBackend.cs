@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
 using ILGPU.Runtime;
+using Natten.Kernels.BlockSparse;
 using Natten.Kernels.Runtime;
 
 namespace Natten.BlockSparse;
@@ -34,6 +35,10 @@ internal abstract class DeviceBlockSparseBackend : IDeviceBlockSparseBackend
     }
 
     public abstract bool CanRunOn(ComputeDevice device, BlockSparseProblem problem, AttentionPass pass, out string reason);
+
+    /// <summary>The bias gradient request of a problem as the launchers see it (none unless asked for).</summary>
+    protected static BiasGradientTarget BiasTarget(BlockSparseProblem problem, ILGPU.ArrayView<float> gradient)
+        => problem.BiasGradient ? problem.Bias!.GradientTarget(gradient, problem.Shape, problem.Mask.BlockCount) : BiasGradientTarget.None;
 
     public abstract void Forward<TD>(ComputeDevice device, AcceleratorStream stream, BlockSparseProblem problem, in DeviceForward<TD> views)
         where TD : unmanaged;

@@ -110,8 +110,4 @@ internal sealed class FusedBlockSparseBackend : DeviceBlockSparseBackend
         var tile = BlockSparseTensorCore.Tile(p, problem.Tiling?.Queries, problem.Tiling?.Keys);
         return BlockSparseTensorCore.Check(device, p, tile) is null ? tile : null;
     }
-
-    /// <summary>The bias gradient request of a problem as the launcher sees it (none unless asked for).</summary>
-    private static BiasGradientTarget BiasTarget(BlockSparseProblem problem, ArrayView<float> gradient)
-        => problem.BiasGradient ? problem.Bias!.GradientTarget(gradient, problem.Shape, problem.Mask.BlockCount) : BiasGradientTarget.None;
 }
