@@ -152,6 +152,12 @@ internal static class KernelCatalog
         }
 
         Add(typeof(NaiveBlockSparseKernels), nameof(NaiveBlockSparseKernels.Softmax), false, false);
+        Add(typeof(NaiveBlockSparseKernels), nameof(NaiveBlockSparseKernels.ScatterBiasGradient), false, false, typeof(DenseBias), typeof(PairBiasGradient));
+        Add(typeof(NaiveBlockSparseKernels), nameof(NaiveBlockSparseKernels.ScatterBiasGradient), false, false, typeof(RelativePositionBias), typeof(RowTableBiasGradient));
+
+        // The device self-check of the tensor-core fragment loads (ldmatrix on CUDA).
+        Add(typeof(FragmentLoadProbe), nameof(FragmentLoadProbe.Probe), true, false, typeof(MatrixLoads));
+        Add(typeof(FragmentLoadProbe), nameof(FragmentLoadProbe.Probe), true, false, typeof(ElementLoads));
 
         // Building block masks on the device.
         foreach (var mask in Masks)
