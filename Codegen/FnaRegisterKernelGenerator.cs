@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text;
 
 namespace Natten.Codegen;
@@ -14,36 +13,16 @@ namespace Natten.Codegen;
 /// n-tile. So the C registers of S n-tiles 2j and 2j + 1 (keys 16j … 16j + 15), rounded and packed in pairs,
 /// are exactly the A registers of the P·V k-step j: P never leaves the registers.
 /// </remarks>
-public sealed class FnaRegisterKernelGenerator : CodeWriter
+public sealed class FnaRegisterKernelGenerator : RegisterFragmentEmitter
 {
 
     private FnaRegisterKernelGenerator(int headDim, int keyChunk)
+        : base(headDim, keyChunk)
     {
-        if (headDim % 16 != 0 || keyChunk % 16 != 0 || keyChunk <= 0 || headDim <= 0)
-        {
-            throw new ArgumentException($"D ({headDim}) and the key chunk ({keyChunk}) must be positive multiples of 16.");
-        }
-
-        HeadDim = headDim;
-        KeyChunk = keyChunk;
     }
 
     /// <summary>The kernels the repository carries: (D, keys per register chunk).</summary>
     public static IReadOnlyList<(int HeadDim, int KeyChunk)> Variants { get; } = [(32, 64), (64, 64), (128, 32)];
-
-    private int HeadDim { get; }
-
-    private int KeyChunk { get; }
-
-    private int KSteps => HeadDim / 16;
-
-    private int ScoreTiles => KeyChunk / 8;
-
-    private int OutputTiles => HeadDim / 8;
-
-    private int Halves => KeyChunk / 16;
-
-    private int RowStride => HeadDim + 8;
 
     private string ClassName => $"FnaTensorCoreKernelD{HeadDim}";
 
@@ -128,40 +107,6 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
         Line();
         Line("/// <summary>16-bit words per staged Q, K or V row: D plus 8 of padding, so the 8 rows of a fragment load hit 8 different bank groups (and every row starts 16-byte aligned, as ldmatrix needs).</summary>");
         Line($"public const int RowStride = {RowStride};");
-        Line();
-    }
-
-    private void FragmentStructs()
-    {
-        Line($"/// <summary>This warp's Q rows as A fragments: k-step s (head columns 16s … 16s + 15), registers a0 … a3.</summary>");
-        Line("internal struct QueryFragments");
-        Open();
-        for (var s = 0; s < KSteps; s++)
-        {
-            Line($"public uint {Q(s, 0)}, {Q(s, 1)}, {Q(s, 2)}, {Q(s, 3)};");
-        }
-
-        Close();
-        Line();
-        Line($"/// <summary>S (then P) for one chunk: n-tile n = keys 8n … 8n + 7 of the chunk, registers c0 … c3 (rows g, g, g + 8, g + 8).</summary>");
-        Line("internal struct ScoreTile");
-        Open();
-        for (var n = 0; n < ScoreTiles; n++)
-        {
-            Line($"public float {C(n, 0)}, {C(n, 1)}, {C(n, 2)}, {C(n, 3)};");
-        }
-
-        Close();
-        Line();
-        Line($"/// <summary>O accumulators: n-tile n = value columns 8n … 8n + 7, registers c0 … c3 (rows g, g, g + 8, g + 8).</summary>");
-        Line("internal struct OutputTile");
-        Open();
-        for (var n = 0; n < OutputTiles; n++)
-        {
-            Line($"public float {C(n, 0)}, {C(n, 1)}, {C(n, 2)}, {C(n, 3)};");
-        }
-
-        Close();
         Line();
     }
 
@@ -290,232 +235,31 @@ public sealed class FnaRegisterKernelGenerator : CodeWriter
         Line();
     }
 
-    private void LoadQuery()
-    {
-        Line("/// <summary>");
-        Line("/// A fragments of this warp's 16 Q rows (tile rows <paramref name=\"row0\"/> …): k-step s is the 16×16 block at head");
-        Line("/// column 16s, a0 = (g, 16s + 2t), a1 = (g + 8, 16s + 2t), a2 = (g, 16s + 2t + 8), a3 = (g + 8, 16s + 2t + 8).");
-        Line("/// </summary>");
-        Inline();
-        Line("private static void LoadQuery<TLoads>(ArrayView<ushort> qTile, int row0, ref QueryFragments q)");
-        Line("    where TLoads : struct, IFragmentLoads");
-        Open();
-        for (var s = 0; s < KSteps; s++)
-        {
-            Line($"TLoads.Rows(qTile, RowStride, row0, {s * 16}, out q.{Q(s, 0)}, out q.{Q(s, 1)}, out q.{Q(s, 2)}, out q.{Q(s, 3)});");
-        }
-
-        Close();
-        Line();
-    }
-
     private void Scores()
-    {
-        Line("/// <summary>");
-        Line("/// S = Q·Kᵀ for the chunk, scaled by scale·log2 e and masked (−∞). The B fragment of n-tile n is K row");
-        Line("/// chunk + 8n + g: b0 = columns 16s + 2t, 2t + 1, b1 = columns 16s + 2t + 8, 2t + 9; one 16×16 block of K rows");
-        Line("/// (keys) per k-step gives both for two n-tiles: (r0, r2) for the first 8 keys, (r1, r3) for the next 8. Keys");
-        Line("/// past the staged sub-tile (16 at a time; uniform over the group) are −∞ without a product.");
-        Line("/// </summary>");
-        Inline();
-        Line("private static void Scores<TFormat, TLoads, TMask>(");
-        Line("    ref QueryFragments q, ref ScoreTile s, ArrayView<ushort> kTile, int chunk, int keys, TMask top, TMask bottom, KeySlots slots,");
-        Line("    float scoreScale, int t, ArrayView<uint> scratch)");
-        Line("    where TFormat : struct, IHalfFormat");
-        Line("    where TLoads : struct, IFragmentLoads");
-        Line("    where TMask : struct, IKeyMask");
-        Open();
-        for (var h = 0; h < Halves; h++)
-        {
-            var first = h * 16;
-            Line($"// Keys chunk + {first} … chunk + {first + 15}: n-tiles {2 * h}, {(2 * h) + 1}.");
-            if (h > 0)
-            {
-                Line($"if (chunk + {first} < keys)");
-                Open();
-            }
-
-            // k-step outer, n-tile inner: the two accumulator chains of this block interleave.
-            for (var ks = 0; ks < KSteps; ks++)
-            {
-                var k = $"h{h}k{ks}";
-                Line($"TLoads.Rows(kTile, RowStride, chunk{Plus(first)}, {ks * 16}, out var {k}r0, out var {k}r1, out var {k}r2, out var {k}r3);");
-                Line($"TFormat.Mma(q.{Q(ks, 0)}, q.{Q(ks, 1)}, q.{Q(ks, 2)}, q.{Q(ks, 3)}, {k}r0, {k}r2, {Refs("s", 2 * h)}, scratch);");
-                Line($"TFormat.Mma(q.{Q(ks, 0)}, q.{Q(ks, 1)}, q.{Q(ks, 2)}, q.{Q(ks, 3)}, {k}r1, {k}r3, {Refs("s", (2 * h) + 1)}, scratch);");
-            }
-
-            for (var n = 2 * h; n < (2 * h) + 2; n++)
-            {
-                Line($"FnaRegisterTile.Mask(top, bottom, slots, chunk{Plus(n * 8)} + (2 * t), scoreScale, {Refs("s", n)});");
-            }
-
-            if (h > 0)
-            {
-                Close();
-                Line("else");
-                Open();
-                for (var n = 2 * h; n < (2 * h) + 2; n++)
-                {
-                    Line($"s.{C(n, 0)} = s.{C(n, 1)} = s.{C(n, 2)} = s.{C(n, 3)} = float.NegativeInfinity;");
-                }
-
-                Close();
-            }
-
-            if (h < Halves - 1)
-            {
-                Line();
-            }
-        }
-
-        Close();
-        Line();
-    }
-
-    private void Softmax()
-    {
-        Line("/// <summary>");
-        Line("/// Online softmax step (exp2 domain): row max over the quad (lanes differing in t: xor 1, 2), rescale of O and");
-        Line("/// of the lane's partial sums, P = exp2(S − max) in place (float32; the running sum uses it unrounded). A row");
-        Line("/// with no allowed key so far keeps max −∞ and uses 0 for the exponent, so its P and O stay 0.");
-        Line("/// </summary>");
-        Inline();
-        Line("private static void Softmax(ref ScoreTile s, ref OutputTile o, ref RowState rows)");
-        Open();
-        foreach (var (name, r0) in new[] { ("Top", 0), ("Bottom", 2) })
-        {
-            var lower = name.ToLowerInvariant();
-            Line($"var max{name} = rows.Max{name};");
-            for (var n = 0; n < ScoreTiles; n++)
-            {
-                Line($"max{name} = XMath.Max(max{name}, XMath.Max(s.{C(n, r0)}, s.{C(n, r0 + 1)}));");
-            }
-
-            Line($"max{name} = XMath.Max(max{name}, Warp.ShuffleXor(max{name}, 1));");
-            Line($"max{name} = XMath.Max(max{name}, Warp.ShuffleXor(max{name}, 2));");
-            Line($"var {lower}Exponent = max{name} == float.NegativeInfinity ? 0f : max{name};");
-            Line($"var {lower}Correction = XMath.Exp2(rows.Max{name} - {lower}Exponent);");
-            Line($"rows.Max{name} = max{name};");
-            Line($"var sum{name} = 0f;");
-            for (var n = 0; n < ScoreTiles; n++)
-            {
-                for (var e = r0; e < r0 + 2; e++)
-                {
-                    Line($"s.{C(n, e)} = XMath.Exp2(s.{C(n, e)} - {lower}Exponent);");
-                    Line($"sum{name} += s.{C(n, e)};");
-                }
-            }
-
-            Line($"rows.Sum{name} = (rows.Sum{name} * {lower}Correction) + sum{name};");
-            for (var n = 0; n < OutputTiles; n++)
-            {
-                Line($"o.{C(n, r0)} *= {lower}Correction;");
-                Line($"o.{C(n, r0 + 1)} *= {lower}Correction;");
-            }
-
-            if (r0 == 0)
-            {
-                Line();
-            }
-        }
-
-        Close();
-        Line();
-    }
-
-    private void UpdateOutput()
-    {
-        Line("/// <summary>");
-        Line("/// O += P·V. K-step j of P is S n-tiles 2j, 2j + 1 rounded to the input format: a0 = (row g, n-tile 2j),");
-        Line("/// a1 = (row g + 8, n-tile 2j), a2 = (row g, n-tile 2j + 1), a3 = (row g + 8, n-tile 2j + 1). The B fragment of");
-        Line("/// output n-tile n is V column 8n + g, rows chunk + 16j + 2t, +1 (b0) and + 8, + 9 (b1): one transposed 16×16 block");
-        Line("/// of V (keys × value columns 16c …) gives (r0, r1) for n-tile 2c and (r2, r3) for n-tile 2c + 1.");
-        Line("/// </summary>");
-        Inline();
-        Line("private static void UpdateOutput<TFormat, TLoads>(ref ScoreTile s, ref OutputTile o, ArrayView<ushort> vTile, int chunk, int keys, ArrayView<uint> scratch)");
-        Line("    where TFormat : struct, IHalfFormat");
-        Line("    where TLoads : struct, IFragmentLoads");
-        Open();
-        for (var j = 0; j < Halves; j++)
-        {
-            var n0 = 2 * j;
-            var n1 = n0 + 1;
-            Line($"// Keys chunk + {j * 16} … chunk + {(j * 16) + 15}.");
-            if (j > 0)
-            {
-                Line($"if (chunk + {j * 16} < keys)");
-            }
-
-            Open();
-            Line($"var a0 = FnaRegisterTile.Pack<TFormat>(s.{C(n0, 0)}, s.{C(n0, 1)});");
-            Line($"var a1 = FnaRegisterTile.Pack<TFormat>(s.{C(n0, 2)}, s.{C(n0, 3)});");
-            Line($"var a2 = FnaRegisterTile.Pack<TFormat>(s.{C(n1, 0)}, s.{C(n1, 1)});");
-            Line($"var a3 = FnaRegisterTile.Pack<TFormat>(s.{C(n1, 2)}, s.{C(n1, 3)});");
-            for (var c = 0; c < OutputTiles / 2; c++)
-            {
-                var v = $"v{c}";
-                Line($"TLoads.Columns(vTile, RowStride, chunk{Plus(j * 16)}, {c * 16}, out var {v}r0, out var {v}r1, out var {v}r2, out var {v}r3);");
-                Line($"TFormat.Mma(a0, a1, a2, a3, {v}r0, {v}r1, {Refs("o", 2 * c)}, scratch);");
-                Line($"TFormat.Mma(a0, a1, a2, a3, {v}r2, {v}r3, {Refs("o", (2 * c) + 1)}, scratch);");
-            }
-
-            Close();
-            if (j < Halves - 1)
-            {
-                Line();
-            }
-        }
-
-        Close();
-        Line();
-    }
+        => Scores(
+            [
+                "S = Q·Kᵀ for the chunk, scaled by scale·log2 e and masked (−∞). The B fragment of n-tile n is K row",
+                "chunk + 8n + g: b0 = columns 16s + 2t, 2t + 1, b1 = columns 16s + 2t + 8, 2t + 9; one 16×16 block of K rows",
+                "(keys) per k-step gives both for two n-tiles: (r0, r2) for the first 8 keys, (r1, r3) for the next 8. Keys",
+                "past the staged sub-tile (16 at a time; uniform over the group) are −∞ without a product.",
+            ],
+            [
+                "private static void Scores<TFormat, TLoads, TMask>(",
+                "    ref QueryFragments q, ref ScoreTile s, ArrayView<ushort> kTile, int chunk, int keys, TMask top, TMask bottom, KeySlots slots,",
+                "    float scoreScale, int t, ArrayView<uint> scratch)",
+                "    where TFormat : struct, IHalfFormat",
+                "    where TLoads : struct, IFragmentLoads",
+                "    where TMask : struct, IKeyMask",
+            ],
+            n => $"FnaRegisterTile.Mask(top, bottom, slots, chunk{Plus(n * 8)} + (2 * t), scoreScale, {Refs("s", n)});");
 
     private void Store()
-    {
-        Line("/// <summary>");
-        Line("/// Quad-reduces the row sums, normalises (a row without keys gives 0) and stores O rounded to the input");
-        Line("/// format: lane (g, t) writes columns 8n + 2t, + 1 of rows g and g + 8; lane t = 0 writes the LSE (natural log).");
-        Line("/// </summary>");
-        Line("private static void Store<TFormat>(");
-        Line("    ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int batch, int head, int localTop, int t,");
-        Line("    ref OutputTile o, ref RowState rows, ArrayView<ushort> output, ArrayView<float> lse, int writeLse)");
-        Line("    where TFormat : struct, IHalfFormat");
-        Open();
-        Line("// Every lane shuffles before any lane branches on its row.");
-        Line("var sumTop = rows.SumTop;");
-        Line("sumTop += Warp.ShuffleXor(sumTop, 1);");
-        Line("sumTop += Warp.ShuffleXor(sumTop, 2);");
-        Line("var sumBottom = rows.SumBottom;");
-        Line("sumBottom += Warp.ShuffleXor(sumBottom, 1);");
-        Line("sumBottom += Warp.ShuffleXor(sumBottom, 2);");
-        Line();
-        foreach (var (name, r0, offset) in new[] { ("Top", 0, "localTop"), ("Bottom", 2, "localTop + 8") })
-        {
-            var lower = name.ToLowerInvariant();
-            Line($"var {lower}Row = TileAxis.QueryRow(p, tile, axis0, axis1, axis2, {offset}, batch, head);");
-            Line($"if ({lower}Row >= 0)");
-            Open();
-            Line($"var inverse = sum{name} == 0f ? 0f : 1f / sum{name};");
-            Line($"var at = ({lower}Row * HeadDim) + (2 * t);");
-            for (var n = 0; n < OutputTiles; n++)
-            {
-                Line($"output[at{Plus(n * 8)}] = TFormat.FromFloat(o.{C(n, r0)} * inverse);");
-                Line($"output[at + {(n * 8) + 1}] = TFormat.FromFloat(o.{C(n, r0 + 1)} * inverse);");
-            }
-
-            Line("if (writeLse != 0 && t == 0)");
-            Open();
-            Line($"lse[{lower}Row] = FnaRegisterTile.LogSumExp(rows.Max{name}, sum{name});");
-            Close();
-            Close();
-            if (r0 == 0)
-            {
-                Line();
-            }
-        }
-
-        Close();
-    }
-
-    private static string Q(int step, int register) => string.Create(CultureInfo.InvariantCulture, $"K{step}A{register}");
+        => Store(
+            [
+                "private static void Store<TFormat>(",
+                "    ProblemParams p, FnaTileShape tile, TileAxis axis0, TileAxis axis1, TileAxis axis2, int batch, int head, int localTop, int t,",
+                "    ref OutputTile o, ref RowState rows, ArrayView<ushort> output, ArrayView<float> lse, int writeLse)",
+                "    where TFormat : struct, IHalfFormat",
+            ],
+            (name, offset) => $"var {name}Row = TileAxis.QueryRow(p, tile, axis0, axis1, axis2, {offset}, batch, head);");
 }

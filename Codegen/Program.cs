@@ -8,7 +8,7 @@ if (!File.Exists(Path.Combine(root, "NATTEN.Net.sln")))
     return 1;
 }
 
-foreach (var path in FnaRegisterKernelGenerator.WriteAll(root).Concat(FnaRegisterBackwardGenerator.WriteAll(root)).Concat(FnaRegisterRegistryGenerator.WriteAll(root)))
+foreach (var path in FnaRegisterKernelGenerator.WriteAll(root).Concat(FnaRegisterBackwardGenerator.WriteAll(root)).Concat(FnaRegisterRegistryGenerator.WriteAll(root)).Concat(BlockSparseRegisterGenerator.WriteAll(root)))
 {
     Console.WriteLine($"wrote {Path.GetRelativePath(root, path)}");
 }

@@ -1,52 +1,104 @@
+using System.Collections.Concurrent;
 using ILGPU;
 using ILGPU.Runtime;
+using Natten.Kernels.BlockSparse.Generated;
 using Natten.Kernels.Cuda;
 using Natten.Kernels.Runtime;
 
 namespace Natten.Kernels.BlockSparse;
 
-/// <summary>The tensor-core block-sparse forward for one 16-bit format, mask and bias, compiled once per accelerator.</summary>
+/// <summary>
+/// The tensor-core block-sparse forwards for one 16-bit format, mask and bias, compiled once per accelerator on first
+/// use: the version-1 kernel and the generated register-resident ones (<see cref="BlockSparseRegisterKernels"/>), per
+/// head dimension and fragment-load kind.
+/// </summary>
 internal sealed class BlockSparseTensorCoreKernelSet<TFormat, TMask, TBias>
     where TFormat : struct, IHalfFormat
     where TMask : struct, IElementMask
     where TBias : struct, IScoreBias
 {
-    public BlockSparseTensorCoreKernelSet(Accelerator accelerator)
-        => Forward = accelerator.LoadKernel<BlockSparseParams, BlockSparseTensorCoreTile, BlockList, TMask, TBias, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int>(
-            BlockSparseTensorCoreKernel.Forward<TFormat, TMask, TBias>);
+    private readonly Accelerator _accelerator;
+    private readonly Lazy<BlockSparseForwardLauncher<TMask, TBias>> _general;
+    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads), Lazy<BlockSparseForwardLauncher<TMask, TBias>>> _registers = new();
 
-    public Action<AcceleratorStream, KernelConfig, BlockSparseParams, BlockSparseTensorCoreTile, BlockList, TMask, TBias, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Forward { get; }
+    public BlockSparseTensorCoreKernelSet(Accelerator accelerator)
+    {
+        _accelerator = accelerator;
+        _general = new(() => Load(accelerator, BlockSparseTensorCoreKernel.Forward<TFormat, TMask, TBias>));
+    }
+
+    /// <summary>The version-1 kernel (any supported D, Dv).</summary>
+    public BlockSparseForwardLauncher<TMask, TBias> Forward => _general.Value;
+
+    /// <summary>The register-resident kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/>.</summary>
+    public BlockSparseForwardLauncher<TMask, TBias> Registers(int headDim, FragmentLoadKind loads)
+        => _registers.GetOrAdd(
+            (headDim, loads),
+            key => new Lazy<BlockSparseForwardLauncher<TMask, TBias>>(() => Load(
+                _accelerator,
+                key.Loads == FragmentLoadKind.Matrix
+                    ? BlockSparseRegisterKernels.Forward<TFormat, MatrixLoads, TMask, TBias>(key.HeadDim)
+                    : BlockSparseRegisterKernels.Forward<TFormat, ElementLoads, TMask, TBias>(key.HeadDim)))).Value;
+
+    private static BlockSparseForwardLauncher<TMask, TBias> Load(
+        Accelerator accelerator,
+        Action<BlockSparseParams, BlockSparseTensorCoreTile, BlockList, TMask, TBias, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> kernel)
+        => new(accelerator.LoadKernel(kernel));
 }
 
+/// <summary>A loaded block-sparse tensor-core forward (version 1 and the register-resident kernels share one signature).</summary>
+internal sealed record BlockSparseForwardLauncher<TMask, TBias>(
+    Action<AcceleratorStream, KernelConfig, BlockSparseParams, BlockSparseTensorCoreTile, BlockList, TMask, TBias, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Launch)
+    where TMask : struct, IElementMask
+    where TBias : struct, IScoreBias;
+
 /// <summary>
-/// Host side of the tensor-core block-sparse forward (<see cref="BlockSparseTensorCoreKernel"/>): tile
-/// choice, limits and the launch. The backward has no tensor-core path (it runs the float32-math kernels).
+/// Host side of the tensor-core block-sparse forward: tile choice, limits, which kernel runs, and the launch. D = Dv
+/// with a generated kernel (<see cref="BlockSparseRegisterKernels"/>: 32, 64, 128) runs the register-resident kernel
+/// (Q, S, P and O fragments in registers, fragments gathered per <see cref="FragmentLoading.Current"/>); other head dims
+/// run the version-1 <see cref="BlockSparseTensorCoreKernel"/> (S and P staged in shared memory, O in a local array).
+/// The backward has no tensor-core path (it runs the float32-math kernels).
 /// </summary>
 internal static class BlockSparseTensorCore
 {
-    /// <summary>Bytes of static shared memory the kernel declares (scores, row statistics, emulation scratch).</summary>
+    /// <summary>Bytes of static shared memory the version-1 kernel declares (scores, row statistics, emulation scratch).</summary>
     public const int StaticSharedBytes =
         (BlockSparseTensorCoreKernel.MaxScores + (3 * 16 * BlockSparseTensorCoreKernel.MaxWarps)) * sizeof(float)
         + (TensorCore.ScratchWordsPerWarp * BlockSparseTensorCoreKernel.MaxWarps * sizeof(uint));
 
-    /// <summary>Dynamic shared memory in 16-bit words: Q, K, V and P tiles.</summary>
+    /// <summary>Bytes of static shared memory the register-resident kernels declare (the emulation scratch only).</summary>
+    public const int RegisterStaticSharedBytes = TensorCore.ScratchWordsPerWarp * BlockSparseTensorCoreKernel.MaxWarps * sizeof(uint);
+
+    /// <summary>Whether the problem runs on a generated register-resident kernel: D = Dv with a generated variant.</summary>
+    public static bool UsesRegisterKernel(BlockSparseParams p) => p.HeadDim == p.ValueDim && BlockSparseRegisterKernels.Supports(p.HeadDim);
+
+    /// <summary>
+    /// Dynamic shared memory in 16-bit words: for the register-resident kernels Q, K and V tiles with rows padded to
+    /// <see cref="BlockSparseRegisterKernels.RowStride"/>; for version 1 Q, K, V and P tiles.
+    /// </summary>
     public static int DynamicSharedWords(BlockSparseParams p, BlockSparseTensorCoreTile tile)
-        => (tile.Queries * p.HeadDim) + (tile.Keys * (p.HeadDim + p.ValueDim)) + (tile.Queries * tile.Keys);
+        => UsesRegisterKernel(p)
+            ? (tile.Queries + (2 * tile.Keys)) * BlockSparseRegisterKernels.RowStride(p.HeadDim)
+            : (tile.Queries * p.HeadDim) + (tile.Keys * (p.HeadDim + p.ValueDim)) + (tile.Queries * tile.Keys);
+
+    /// <summary>Static shared memory of the kernel that runs this problem, in bytes.</summary>
+    public static int StaticBytes(BlockSparseParams p) => UsesRegisterKernel(p) ? RegisterStaticSharedBytes : StaticSharedBytes;
 
     /// <summary>Shared memory per group in bytes, static and dynamic.</summary>
     public static int SharedBytes(BlockSparseParams p, BlockSparseTensorCoreTile tile)
-        => StaticSharedBytes + (DynamicSharedWords(p, tile) * sizeof(ushort));
+        => StaticBytes(p) + (DynamicSharedWords(p, tile) * sizeof(ushort));
 
     /// <summary>
     /// The tile for a problem: with no requested work split, 64 queries (32 when D or Dv exceeds 128) and KV
-    /// sub-tiles of 32 keys (16 above D = 128), each cut to the block size rounded up to 16; a requested
+    /// sub-tiles of 32 keys (16 above D = 128; the register kernel's key chunk — 64 for D = 32, 64 and 32 for
+    /// D = 128 — where a register-resident kernel runs), each cut to the block size rounded up to 16; a requested
     /// split (queries, keys) is cut the same way and must then be a multiple of 16 (else <see cref="Check"/> refuses it).
     /// </summary>
     public static BlockSparseTensorCoreTile Tile(BlockSparseParams p, int? requestedQueries, int? requestedKeys)
     {
         var large = Math.Max(p.HeadDim, p.ValueDim) > 128;
         var queries = requestedQueries ?? (large ? 32 : 64);
-        var keys = requestedKeys ?? (large ? 16 : 32);
+        var keys = requestedKeys ?? (UsesRegisterKernel(p) ? BlockSparseRegisterKernels.KeyChunk(p.HeadDim) : large ? 16 : 32);
         return new BlockSparseTensorCoreTile(Math.Min(queries, RoundUp16(p.QueryBlock)), Math.Min(keys, RoundUp16(p.KeyBlock)));
     }
 
@@ -59,7 +111,7 @@ internal static class BlockSparseTensorCore
         }
 
         if (tile.Queries < 16 || tile.Queries % 16 != 0 || tile.Warps > BlockSparseTensorCoreKernel.MaxWarps
-            || tile.Keys < 16 || tile.Keys % 16 != 0 || tile.Queries * tile.Keys > BlockSparseTensorCoreKernel.MaxScores)
+            || tile.Keys < 16 || tile.Keys % 16 != 0 || (!UsesRegisterKernel(p) && tile.Queries * tile.Keys > BlockSparseTensorCoreKernel.MaxScores))
         {
             return $"tile {tile}: the tensor-core kernel needs 16, 32, 48 or 64 queries and a KV sub-tile that is a multiple of 16";
         }
@@ -75,7 +127,7 @@ internal static class BlockSparseTensorCore
             return $"tile {tile} needs {tile.Warps * 32} threads per group; {device.Name} allows {accelerator.MaxNumThreadsPerGroup}";
         }
 
-        if (device.CheckSharedMemory($"tile {tile} with D={p.HeadDim}, Dv={p.ValueDim}", (long)DynamicSharedWords(p, tile) * sizeof(ushort), StaticSharedBytes) is { } why)
+        if (device.CheckSharedMemory($"tile {tile} with D={p.HeadDim}, Dv={p.ValueDim}", (long)DynamicSharedWords(p, tile) * sizeof(ushort), StaticBytes(p)) is { } why)
         {
             return why;
         }
@@ -101,8 +153,9 @@ internal static class BlockSparseTensorCore
             new Index3D(p.QueryBlocks * tile.QueryGroupsPerBlock(p.QueryBlock), p.Heads, p.Batch),
             new Index3D(tile.Warps * 32, 1, 1),
             SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile)));
-        device.PrepareSharedMemory(kernels.Forward, config);
-        kernels.Forward(stream, config, p, tile, blocks, mask, bias, query, key, value, output, lse, lse.Length > 0 ? 1 : 0);
+        var kernel = UsesRegisterKernel(p) ? kernels.Registers(p.HeadDim, FragmentLoading.Current) : kernels.Forward;
+        device.PrepareSharedMemory(kernel.Launch, config);
+        kernel.Launch(stream, config, p, tile, blocks, mask, bias, query, key, value, output, lse, lse.Length > 0 ? 1 : 0);
     }
 
     private static int RoundUp16(int n) => (n + 15) / 16 * 16;

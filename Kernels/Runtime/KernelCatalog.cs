@@ -1,5 +1,6 @@
 using System.Reflection;
 using Natten.Kernels.BlockSparse;
+using Natten.Kernels.BlockSparse.Generated;
 using Natten.Kernels.Common;
 using Natten.Kernels.Cuda;
 using Natten.Kernels.Fused;
@@ -130,6 +131,22 @@ internal static class KernelCatalog
             foreach (var bias in Biases.Skip(1))
             {
                 Add(typeof(BlockSparseTensorCoreKernel), nameof(BlockSparseTensorCoreKernel.Forward), true, true, format, typeof(AllowAll), bias);
+            }
+        }
+
+        // The generated register-resident block-sparse forwards (ldmatrix): per head dim each format with full blocks and no
+        // bias, one partial-block mask, each bias with one format; element loads once (fp16, D = 64). Each instance also
+        // compiles the full-block (AllowAll) path next to its mask's.
+        foreach (var (kernel, method) in BlockSparseRegisterKernels.EntryPoints)
+        {
+            AddEntry(kernel, method, true, true, true, typeof(Fp16Format), typeof(MatrixLoads), typeof(AllowAll), typeof(NoBias));
+            AddEntry(kernel, method, true, true, true, typeof(Bf16Format), typeof(MatrixLoads), typeof(AllowAll), typeof(NoBias));
+            AddEntry(kernel, method, true, true, true, typeof(Fp16Format), typeof(MatrixLoads), typeof(SlidingWindowMask), typeof(NoBias));
+            AddEntry(kernel, method, true, true, true, typeof(Fp16Format), typeof(MatrixLoads), typeof(AllowAll), typeof(DenseBias));
+            AddEntry(kernel, method, true, true, true, typeof(Bf16Format), typeof(MatrixLoads), typeof(AllowAll), typeof(RelativePositionBias));
+            if (kernel == typeof(BlockSparseTensorCoreKernelD64))
+            {
+                AddEntry(kernel, method, true, true, true, typeof(Fp16Format), typeof(ElementLoads), typeof(AllowAll), typeof(NoBias));
             }
         }
 

@@ -183,14 +183,14 @@ public sealed class BlockSparseTensorCoreTests
         Assert.That(tile.HasValue, Is.EqualTo(expectTensorCore), $"D={headDim}, Dv={valueDim}, {type}, tiling {tiling?.ToString() ?? "default"}");
     }
 
-    private static void AssertTensorCorePath(RandomMaskCase c, BlockMask mask, bool bfloat16, BlockSparseOptions options)
+    internal static void AssertTensorCorePath(RandomMaskCase c, BlockMask mask, bool bfloat16, BlockSparseOptions options)
     {
         options = options == default ? c.Options() : options;
         var problem = ProblemValidator.ValidateBlockSparse(c.Shape, mask, options, bfloat16 ? ElementType.BFloat16 : ElementType.Float16);
         Assert.That(FusedBlockSparseBackend.TensorCoreTile(DeviceRuntime.Default, problem), Is.Not.Null, "this problem must take the tensor-core path");
     }
 
-    private static (float[] Output, float[] Lse) RunHost(RandomMaskCase c, BlockMask mask, bool bfloat16, BlockSparseOptions options)
+    internal static (float[] Output, float[] Lse) RunHost(RandomMaskCase c, BlockMask mask, bool bfloat16, BlockSparseOptions options)
     {
         var lse = new float[c.Data.LseLength];
         if (bfloat16)
@@ -210,7 +210,7 @@ public sealed class BlockSparseTensorCoreTests
     /// like the kernel's (the kernel also rounds P before P·V, as FlashAttention-2 does, which the format's floor covers).
     /// Empty rows: LSE −∞ exactly and output 0.
     /// </summary>
-    private static void AssertRule(RandomMaskCase c, bool bfloat16, float[] output, float[] lse, Func<int, int, int, int, double>? bias, bool requireEmptyRow = true)
+    internal static void AssertRule(RandomMaskCase c, bool bfloat16, float[] output, float[] lse, Func<int, int, int, int, double>? bias, bool requireEmptyRow = true)
     {
         float[] Round(float[] x) => bfloat16 ? WidenBf16(Bf16(x)) : FromHalf(ToHalf(x));
         var (q, k, v) = (Round(c.Data.Query), Round(c.Data.Key), Round(c.Data.Value));
@@ -248,7 +248,7 @@ public sealed class BlockSparseTensorCoreTests
     }
 
     /// <summary>A random block mask built block by block (empty, full, half and a tenth of the pairs), some rows emptied.</summary>
-    private static RandomMaskCase Case(Spec spec)
+    internal static RandomMaskCase Case(Spec spec)
     {
         var rng = new Random(spec.Seed);
         var shape = new BlockSparseShape(spec.Batch, spec.QueryTokens, spec.KeyTokens, spec.Heads, spec.HeadDim) { KvHeads = spec.KvHeads, ValueDim = spec.ValueDim };
@@ -292,11 +292,11 @@ public sealed class BlockSparseTensorCoreTests
         return new RandomMaskCase(MaskedCase.Create(rng, shape, scale), dense, spec.MaskBatches, spec.MaskHeads, spec.QueryBlock, spec.KeyBlock, spec.Tiling);
     }
 
-    private static Half[] ToHalf(float[] x) => [.. x.Select(v => (Half)v)];
+    internal static Half[] ToHalf(float[] x) => [.. x.Select(v => (Half)v)];
 
-    private static float[] FromHalf(Half[] x) => [.. x.Select(v => (float)v)];
+    internal static float[] FromHalf(Half[] x) => [.. x.Select(v => (float)v)];
 
-    private static ushort[] Bf16(float[] x) => [.. x.Select(BFloat16Conversions.FromSingle)];
+    internal static ushort[] Bf16(float[] x) => [.. x.Select(BFloat16Conversions.FromSingle)];
 
-    private static float[] WidenBf16(ushort[] x) => [.. x.Select(BFloat16Conversions.ToSingle)];
+    internal static float[] WidenBf16(ushort[] x) => [.. x.Select(BFloat16Conversions.ToSingle)];
 }

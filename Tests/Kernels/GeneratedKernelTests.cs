@@ -58,6 +58,48 @@ public sealed class GeneratedKernelTests
             $"{FnaRegisterRegistryGenerator.RelativePath} differs from the generator's output: run `dotnet run -c Release --project Codegen -- .`");
     }
 
+    public static IEnumerable<TestCaseData> BlockSparseVariants()
+        => BlockSparseRegisterGenerator.Variants.Select(v => new TestCaseData(v.HeadDim, v.KeyChunk).SetName($"{{m}}(D{v.HeadDim})"));
+
+    [TestCaseSource(nameof(BlockSparseVariants))]
+    public void CheckedInBlockSparseFileMatchesTheGenerator(int headDim, int keyChunk)
+    {
+        var path = Path.Combine(RepositoryRoot(), BlockSparseRegisterGenerator.RelativePath(headDim));
+        Assert.That(File.Exists(path), Is.True, $"{path} is missing: run the generator (Codegen)");
+        Assert.That(
+            File.ReadAllBytes(path), Is.EqualTo(new UTF8Encoding(false).GetBytes(BlockSparseRegisterGenerator.Generate(headDim, keyChunk))),
+            $"{BlockSparseRegisterGenerator.RelativePath(headDim)} differs from the generator's output: run `dotnet run -c Release --project Codegen -- .`");
+    }
+
+    [Test]
+    public void CheckedInBlockSparseRegistryMatchesTheGenerator()
+    {
+        var path = Path.Combine(RepositoryRoot(), BlockSparseRegisterRegistryGenerator.RelativePath);
+        Assert.That(File.Exists(path), Is.True, $"{path} is missing: run the generator (Codegen)");
+        Assert.That(
+            File.ReadAllBytes(path), Is.EqualTo(new UTF8Encoding(false).GetBytes(BlockSparseRegisterRegistryGenerator.Generate())),
+            $"{BlockSparseRegisterRegistryGenerator.RelativePath} differs from the generator's output: run `dotnet run -c Release --project Codegen -- .`");
+    }
+
+    [Test]
+    public void BlockSparseRegistryListsEveryGeneratedHeadDimension()
+    {
+        var variants = BlockSparseRegisterGenerator.Variants;
+        Assert.That(Natten.Kernels.BlockSparse.Generated.BlockSparseRegisterKernels.HeadDims, Is.EqualTo(variants.Select(v => v.HeadDim).ToArray()));
+        foreach (var (d, chunk) in variants)
+        {
+            Assert.That(Natten.Kernels.BlockSparse.Generated.BlockSparseRegisterKernels.RowStride(d), Is.EqualTo(d + 8), $"D{d}");
+            Assert.That(Natten.Kernels.BlockSparse.Generated.BlockSparseRegisterKernels.KeyChunk(d), Is.EqualTo(chunk), $"D{d}");
+            var text = BlockSparseRegisterGenerator.Generate(d, chunk);
+            Assert.That(text, Does.Not.Contain("LocalMemory"), $"D{d}");
+            Assert.That(text, Does.Not.Contain("stackalloc"), $"D{d}");
+            Assert.That(text, Does.Contain($"o.N{(d / 8) - 1}C3"), $"D{d}: the last output register is named");
+            Assert.That(text, Does.Contain($"s.N{(chunk / 8) - 1}C3"), $"D{d}: the last score register is named");
+        }
+
+        Assert.That(Natten.Kernels.BlockSparse.Generated.BlockSparseRegisterKernels.Supports(48), Is.False);
+    }
+
     [Test]
     public void RegistryListsEveryGeneratedHeadDimension()
     {
