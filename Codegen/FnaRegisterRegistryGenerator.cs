@@ -56,7 +56,8 @@ public sealed class FnaRegisterRegistryGenerator : CodeWriter
         Line();
         Line("/// <summary>");
         Line($"/// The generated register-resident tensor-core kernels (D = Dv ∈ {{{string.Join(", ", HeadDims)}}}): forward, dQ and dK/dV per head");
-        Line("/// dimension, each generic over the 16-bit format and the fragment loads (<see cref=\"IFragmentLoads\"/>).");
+        Line("/// dimension, each generic over the 16-bit format and the fragment loads (<see cref=\"IFragmentLoads\"/>); the forward also over");
+        Line("/// the KV staging (<see cref=\"IKvStaging\"/>).");
         Line("/// </summary>");
         Line("internal static class FnaRegisterKernels");
         Open();
@@ -70,7 +71,7 @@ public sealed class FnaRegisterRegistryGenerator : CodeWriter
         Switch("int", "RowStride", string.Empty, d => $"FnaTensorCoreKernelD{d}.RowStride");
         Line();
         Line("/// <summary>The forward for <paramref name=\"headDim\"/>.</summary>");
-        Switch(ForwardSignature, "Forward<TFormat, TLoads>", Constraints, d => $"FnaTensorCoreKernelD{d}.Forward<TFormat, TLoads>");
+        Switch(ForwardSignature, "Forward<TFormat, TLoads, TStaging>", ForwardConstraints, d => $"FnaTensorCoreKernelD{d}.Forward<TFormat, TLoads, TStaging>");
         Line();
         Line("/// <summary>The query-gradient kernel for <paramref name=\"headDim\"/>.</summary>");
         Switch(QueryGradSignature, "QueryGrad<TFormat, TLoads>", Constraints, d => $"FnaTensorCoreQueryGradKernelD{d}.QueryGrad<TFormat, TLoads>");
@@ -78,7 +79,7 @@ public sealed class FnaRegisterRegistryGenerator : CodeWriter
         Line("/// <summary>The key/value-gradient kernel for <paramref name=\"headDim\"/>.</summary>");
         Switch(KeyValueGradSignature, "KeyValueGrad<TFormat, TLoads>", Constraints, d => $"FnaTensorCoreKeyValueGradKernelD{d}.KeyValueGrad<TFormat, TLoads>");
         Line();
-        Line("/// <summary>Every generated kernel class with its entry point, for the offline PTX catalog.</summary>");
+        Line("/// <summary>Every generated kernel class with its entry point, for the offline PTX catalog (the forward takes a third type argument, the staging).</summary>");
         Line("public static IReadOnlyList<(Type Kernel, string Method)> EntryPoints { get; } =");
         Line("[");
         foreach (var d in HeadDims)
@@ -92,6 +93,8 @@ public sealed class FnaRegisterRegistryGenerator : CodeWriter
         Close();
         return Text;
     }
+
+    private static string ForwardConstraints => Constraints + " where TStaging : struct, IKvStaging";
 
     private static string Constraints => "where TFormat : struct, IHalfFormat where TLoads : struct, IFragmentLoads";
 

@@ -6,7 +6,8 @@ namespace Natten.Diagnostics;
 /// <param name="What">The check, e.g. <c>fragment loads (ldmatrix)</c>.</param>
 /// <param name="Compared">Values compared.</param>
 /// <param name="Wrong">Values that differed from the expected ones.</param>
-public sealed record SelfCheckResult(string What, int Compared, int Wrong)
+/// <param name="Unit">What a value is, plural (e.g. <c>registers</c>, <c>elements</c>).</param>
+public sealed record SelfCheckResult(string What, int Compared, int Wrong, string Unit = "registers")
 {
     /// <summary>Whether every value matched.</summary>
     public bool Passed => Compared > 0 && Wrong == 0;
@@ -33,4 +34,19 @@ public static class KernelSelfChecks
             new("fragment loads (elements)", elements.Compared, elements.Wrong),
         ];
     }
+
+    /// <summary>
+    /// The 16-byte asynchronous global→shared copy the tensor-core forward stages KV sub-tiles with, on <paramref name="device"/>:
+    /// <c>cp.async.cg</c> with zero fill, two commit groups and both waits (its synchronous emulation off CUDA), every copied
+    /// element against the host's expectation.
+    /// </summary>
+    public static SelfCheckResult AsyncCopy(AttentionDevice device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        var (compared, wrong) = AsyncCopyProbe.Check(device.Compute);
+        return new("async copy (cp.async, zero fill)", compared, wrong, "elements");
+    }
+
+    /// <summary>Every check, in the order <c>natten selftest</c> prints them: <see cref="FragmentLoads"/>, then <see cref="AsyncCopy"/>.</summary>
+    public static IReadOnlyList<SelfCheckResult> All(AttentionDevice device) => [.. FragmentLoads(device), AsyncCopy(device)];
 }

@@ -130,12 +130,21 @@ internal readonly struct MatrixLoads : IFragmentLoads
 /// <summary>
 /// The generic address of an element of a view inside a CUDA kernel. ILGPU has no pointers in kernels; its view
 /// is (pointer, length) there, so reinterpreting the view struct yields the pointer (measured on an H100, see
-/// docs/ILGPU.md). CUDA only: call it under <see cref="CudaAsm.IsSupported"/>.
+/// docs/ILGPU.md). The same holds for shared and global views (the generic address of either). CUDA only: call it under
+/// <see cref="CudaAsm.IsSupported"/>.
 /// </summary>
 internal static class SharedAddress
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static long Generic(ArrayView<ushort> view, int element)
+    {
+        var copy = view;
+        return Unsafe.As<ArrayView<ushort>, RawView>(ref copy).Pointer + (2L * element);
+    }
+
+    /// <summary>The same for a global view and a 64-bit element offset (rows of large tensors; <see cref="AsyncCopy"/> sources).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long Generic(ArrayView<ushort> view, long element)
     {
         var copy = view;
         return Unsafe.As<ArrayView<ushort>, RawView>(ref copy).Pointer + (2L * element);

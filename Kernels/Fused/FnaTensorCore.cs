@@ -11,14 +11,14 @@ namespace Natten.Kernels.Fused;
 /// <summary>
 /// The tensor-core forward kernels for one 16-bit format, compiled once per accelerator on first use: the
 /// general version-1 kernel and the generated register-resident ones (<see cref="FnaRegisterKernels"/>), per head
-/// dimension and fragment-load kind.
+/// dimension, fragment-load kind and KV staging.
 /// </summary>
 internal sealed class FnaTensorCoreKernelSet<TFormat>
     where TFormat : struct, IHalfFormat
 {
     private readonly Accelerator _accelerator;
     private readonly Lazy<ForwardLauncher> _general;
-    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads), Lazy<ForwardLauncher>> _registers = new();
+    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads, KvStagingKind Staging), Lazy<ForwardLauncher>> _registers = new();
 
     public FnaTensorCoreKernelSet(Accelerator accelerator)
     {
@@ -29,15 +29,21 @@ internal sealed class FnaTensorCoreKernelSet<TFormat>
     /// <summary>The version-1 kernel (any supported D, Dv).</summary>
     public ForwardLauncher Forward => _general.Value;
 
-    /// <summary>The register-resident kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/>.</summary>
-    public ForwardLauncher Registers(int headDim, FragmentLoadKind loads)
+    /// <summary>The register-resident kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/> and <paramref name="staging"/>.</summary>
+    public ForwardLauncher Registers(int headDim, FragmentLoadKind loads, KvStagingKind staging)
         => _registers.GetOrAdd(
-            (headDim, loads),
-            key => new Lazy<ForwardLauncher>(() => Load(
-                _accelerator,
-                key.Loads == FragmentLoadKind.Matrix
-                    ? FnaRegisterKernels.Forward<TFormat, MatrixLoads>(key.HeadDim)
-                    : FnaRegisterKernels.Forward<TFormat, ElementLoads>(key.HeadDim)))).Value;
+            (headDim, loads, staging),
+            key => new Lazy<ForwardLauncher>(() => Load(_accelerator, Kernel(key.HeadDim, key.Loads, key.Staging)))).Value;
+
+    private static Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Kernel(
+        int headDim, FragmentLoadKind loads, KvStagingKind staging)
+        => (loads, staging) switch
+        {
+            (FragmentLoadKind.Matrix, KvStagingKind.Async) => FnaRegisterKernels.Forward<TFormat, MatrixLoads, AsyncStaging>(headDim),
+            (FragmentLoadKind.Matrix, _) => FnaRegisterKernels.Forward<TFormat, MatrixLoads, ElementStaging>(headDim),
+            (_, KvStagingKind.Async) => FnaRegisterKernels.Forward<TFormat, ElementLoads, AsyncStaging>(headDim),
+            _ => FnaRegisterKernels.Forward<TFormat, ElementLoads, ElementStaging>(headDim),
+        };
 
     private static ForwardLauncher Load(Accelerator accelerator, Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> kernel)
         => new(accelerator.LoadKernel(kernel));
@@ -50,7 +56,8 @@ internal sealed record ForwardLauncher(
 /// <summary>
 /// Host side of the tensor-core forward: tile choice, limits, which kernel runs, and the launch (no workspace).
 /// D = Dv with a generated kernel (<see cref="FnaRegisterKernels"/>: 32, 64, 128) runs the register-resident kernel
-/// (Q, S, P and O fragments in registers, fragments gathered per <see cref="FragmentLoading.Current"/>); other head dims run the
+/// (Q, S, P and O fragments in registers, fragments gathered per <see cref="FragmentLoading.Current"/>, KV sub-tiles staged per
+/// <see cref="Staging(ComputeDevice, ProblemParams, FnaTileShape)"/>); other head dims run the
 /// version-1 <see cref="FnaTensorCoreKernel"/> (S and P staged in shared memory, O in a local array).
 /// </summary>
 internal static class FnaTensorCore
@@ -69,15 +76,53 @@ internal static class FnaTensorCore
     /// <summary>16-bit words per staged row of the register-resident kernel for this problem (D plus padding).</summary>
     private static int RegisterRowStride(ProblemParams p) => FnaRegisterKernels.RowStride(p.HeadDim);
 
-    /// <summary>Dynamic shared memory in 16-bit words: Q, K and V tiles (rows padded), plus P for version 1.</summary>
-    public static int DynamicSharedWords(ProblemParams p, FnaTileShape tile)
+    /// <summary>
+    /// Dynamic shared memory in 16-bit words with <paramref name="staging"/>: Q, and per KV buffer (two with
+    /// <see cref="KvStagingKind.Async"/>, one with <see cref="KvStagingKind.Elements"/>) K and V (rows padded) for the
+    /// register-resident kernel; Q, K, V and P for version 1 (no staging choice).
+    /// </summary>
+    public static int DynamicSharedWords(ProblemParams p, FnaTileShape tile, KvStagingKind staging)
         => UsesRegisterKernel(p)
-            ? (tile.QueryTile + (2 * tile.KeyTile)) * RegisterRowStride(p)
+            ? (tile.QueryTile + (2 * KvStaging.Buffers(staging) * tile.KeyTile)) * RegisterRowStride(p)
             : (tile.QueryTile * p.HeadDim) + (tile.KeyTile * (p.HeadDim + p.ValueDim)) + (tile.QueryTile * tile.KeyTile);
 
-    /// <summary>Shared memory per group in bytes, static and dynamic.</summary>
-    public static int SharedBytes(ProblemParams p, FnaTileShape tile)
-        => StaticBytes(p) + (DynamicSharedWords(p, tile) * sizeof(ushort));
+    /// <summary>Dynamic shared memory in 16-bit words with the preferred staging (<see cref="KvStaging.Current"/>).</summary>
+    public static int DynamicSharedWords(ProblemParams p, FnaTileShape tile) => DynamicSharedWords(p, tile, KvStaging.Current);
+
+    /// <summary>Shared memory per group in bytes, static and dynamic, with <paramref name="staging"/>.</summary>
+    public static int SharedBytes(ProblemParams p, FnaTileShape tile, KvStagingKind staging)
+        => StaticBytes(p) + (DynamicSharedWords(p, tile, staging) * sizeof(ushort));
+
+    /// <summary>Shared memory per group in bytes, static and dynamic, with the preferred staging (<see cref="KvStaging.Current"/>).</summary>
+    public static int SharedBytes(ProblemParams p, FnaTileShape tile) => SharedBytes(p, tile, KvStaging.Current);
+
+    /// <summary>
+    /// The KV staging a register-resident launch of this problem and tile uses on <paramref name="device"/> for aligned views: the
+    /// preferred one (<see cref="KvStaging.Current"/>) when its footprint fits the device's shared memory, else the single-buffer
+    /// <see cref="KvStagingKind.Elements"/> (which <see cref="Check"/> requires to fit).
+    /// </summary>
+    public static KvStagingKind Staging(ComputeDevice device, ProblemParams p, FnaTileShape tile)
+    {
+        var preferred = KvStaging.Current;
+        return preferred == KvStagingKind.Elements
+            || device.CheckSharedMemory(string.Empty, (long)DynamicSharedWords(p, tile, preferred) * sizeof(ushort), StaticBytes(p)) is not null
+            ? KvStagingKind.Elements
+            : preferred;
+    }
+
+    /// <summary>
+    /// <see cref="Staging(ComputeDevice, ProblemParams, FnaTileShape)"/> for these views: <see cref="KvStagingKind.Elements"/>
+    /// where 16-byte copies cannot read them (D not a multiple of 8, or a K or V view — additional ones when used — whose start is
+    /// not 16-byte aligned, e.g. a sub-view at an odd element offset).
+    /// </summary>
+    public static KvStagingKind Staging(
+        ComputeDevice device, ProblemParams p, FnaTileShape tile, ArrayView<ushort> key, ArrayView<ushort> value,
+        ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue)
+    {
+        var aligned = p.HeadDim % AsyncCopy.Elements == 0 && p.ValueDim == p.HeadDim && KvStaging.Aligned(key) && KvStaging.Aligned(value)
+            && (p.AdditionalTokens == 0 || (KvStaging.Aligned(additionalKey) && KvStaging.Aligned(additionalValue)));
+        return aligned ? Staging(device, p, tile) : KvStagingKind.Elements;
+    }
 
     /// <summary>Static shared memory of the kernel that runs this problem, in bytes.</summary>
     private static int StaticBytes(ProblemParams p) => UsesRegisterKernel(p) ? RegisterStaticSharedBytes : StaticSharedBytes;
@@ -116,8 +161,9 @@ internal static class FnaTensorCore
             return $"the tensor-core kernel needs 32-lane warps; {device.Name} has {device.Accelerator.WarpSize}";
         }
 
+        // The single-buffer footprint must fit; the launch double-buffers where that fits too (Staging).
         return device.CheckSharedMemory(
-                $"tile shape {tile} with D={p.HeadDim}, Dv={p.ValueDim}", (long)DynamicSharedWords(p, tile) * sizeof(ushort), StaticBytes(p))
+                $"tile shape {tile} with D={p.HeadDim}, Dv={p.ValueDim}", (long)DynamicSharedWords(p, tile, KvStagingKind.Elements) * sizeof(ushort), StaticBytes(p))
             ?? FnaForward.CheckGrid(device, p, tile);
     }
 
@@ -131,11 +177,13 @@ internal static class FnaTensorCore
         var tiles = p.D0 * FnaForwardKernel.TilesPerGroup(p.N0, p.D0, tile.Q0)
             * p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1)
             * p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
+        var registers = UsesRegisterKernel(p);
+        var staging = registers ? Staging(device, p, tile, key, value, additionalKey, additionalValue) : KvStagingKind.Elements;
         var config = new KernelConfig(
             new Index3D(tiles, p.Heads, p.Batch),
             new Index3D(tile.QueryTile * 2, 1, 1),
-            SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile)));
-        var kernel = UsesRegisterKernel(p) ? kernels.Registers(p.HeadDim, FragmentLoading.Current) : kernels.Forward;
+            SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile, staging)));
+        var kernel = registers ? kernels.Registers(p.HeadDim, FragmentLoading.Current, staging) : kernels.Forward;
         device.PrepareSharedMemory(kernel.Launch, config);
         kernel.Launch(stream, config, p, tile, query, key, value, additionalKey, additionalValue, output, lse, lse.Length > 0 ? 1 : 0);
     }

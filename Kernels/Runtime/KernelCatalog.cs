@@ -93,13 +93,20 @@ internal static class KernelCatalog
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.QueryGrad), true, true, format);
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.KeyValueGrad), true, true, format);
 
-            // The generated kernels with ldmatrix (the default) for both formats; element loads once (fp16).
+            // The generated kernels with ldmatrix (the default) for both formats; element loads once (fp16). The forward also takes
+            // the KV staging: cp.async double buffering (the default) in each of those, the synchronous element staging once (fp16).
             foreach (var (kernel, method) in FnaRegisterKernels.EntryPoints)
             {
-                AddEntry(kernel, method, true, true, true, format, typeof(MatrixLoads));
+                var staged = kernel.GetMethod(method, BindingFlags.Public | BindingFlags.Static)!.GetGenericArguments().Length == 3;
+                Type[] Args(Type loads, Type staging) => staged ? [format, loads, staging] : [format, loads];
+                AddEntry(kernel, method, true, true, true, Args(typeof(MatrixLoads), typeof(AsyncStaging)));
                 if (format == typeof(Fp16Format))
                 {
-                    AddEntry(kernel, method, true, true, true, format, typeof(ElementLoads));
+                    AddEntry(kernel, method, true, true, true, Args(typeof(ElementLoads), typeof(AsyncStaging)));
+                    if (staged)
+                    {
+                        AddEntry(kernel, method, true, true, true, format, typeof(MatrixLoads), typeof(ElementStaging));
+                    }
                 }
             }
         }

@@ -102,9 +102,22 @@ speed_elements_one() {
     > "$OUT/profile-$id-elements.jsonl" 2>&1
   echo "speed $id (element loads): $(grep -o '"ms_median":[0-9.e+-]*' "$OUT/profile-$id-elements.jsonl" | head -n 1)"
 }
+# The same fused forward with the previous synchronous KV staging (NATTEN_KV_STAGING=elements: one buffer, element by element)
+# instead of 16-byte cp.async into two buffers: does the asynchronous, double-buffered staging pay?
+# Written as profile-<id>-sync-staging.jsonl; summarize.py puts it next to <id> with <id>'s anchor.
+speed_sync_staging_one() {
+  local id shape kernel stride heads dim dtype backends extra
+  IFS='|' read -r id shape kernel stride heads dim dtype backends extra <<< "$1"
+  # shellcheck disable=SC2086
+  NATTEN_KV_STAGING=elements natten profile --shape "$shape" --kernel-size "$kernel" --stride "$stride" --heads "$heads" \
+    --dim "$dim" --dtype "$dtype" --backend fused --warmup 2 --repeat 10 --json --no-dense \
+    > "$OUT/profile-$id-sync-staging.jsonl" 2>&1
+  echo "speed $id (sync staging): $(grep -o '"ms_median":[0-9.e+-]*' "$OUT/profile-$id-sync-staging.jsonl" | head -n 1)"
+}
 speed() {
   for p in "${speeds[@]}"; do step "speed ${p%%|*}" 60 speed_one "$p"; done
   for p in "${speeds[@]}"; do case "${p%%|*}" in A|D) step "speed ${p%%|*} elements" 40 speed_elements_one "$p";; esac; done
+  for p in "${speeds[@]}"; do case "${p%%|*}" in A|D) step "speed ${p%%|*} sync staging" 40 speed_sync_staging_one "$p";; esac; done
 }
 
 # --- blocksparse: each pattern: gen -> natten run (fused, fp16, exporting the dense allowed-pair mask)

@@ -64,8 +64,12 @@ def speed_table(out):
         if pid.startswith("bs-"):
             continue
         rows = [r for r in json_lines(path) if not r.get("dense", False) and "backend" in r]
-        # profile-<id>-elements.jsonl: the same problem with element loads instead of ldmatrix; <id>'s anchor applies.
-        base = pid[:-len("-elements")] if pid.endswith("-elements") else pid
+        # profile-<id>-elements.jsonl: the same problem with element loads instead of ldmatrix; profile-<id>-sync-staging.jsonl:
+        # with the synchronous element-by-element KV staging instead of cp.async double buffering; <id>'s anchor applies to both.
+        base = pid
+        for suffix in ("-elements", "-sync-staging"):
+            if pid.endswith(suffix):
+                base = pid[:-len(suffix)]
         anchor = next((r for r in json_lines(os.path.join(out, f"anchor-{base}.jsonl")) if "flex_ms" in r), None)
         flex_ms = anchor.get("flex_ms") if anchor else None
         for r in rows:

@@ -49,9 +49,32 @@ public sealed class PtxCompilationTests
             Assert.That(report.StaticSharedBytes % 16, Is.Zero, "static shared memory ends on a 16-byte boundary (ldmatrix rows in the dynamic region stay aligned)");
         }
 
+        // The generated forward's KV staging: 16-byte cp.async with zero fill and group waits where it is AsyncStaging, none otherwise.
+        var cpAsync = CountOf(ptx, "cp.async.cg.shared.global");
+        if (entry.Name.Contains("AsyncStaging", StringComparison.Ordinal))
+        {
+            Assert.That(cpAsync, Is.GreaterThan(0), "asynchronous staging emits cp.async.cg.shared.global");
+            Assert.That(ptx, Does.Contain("cp.async.commit_group;").And.Contain("cp.async.wait_group 1;"));
+        }
+        else if (entry.Name.Contains("ElementStaging", StringComparison.Ordinal))
+        {
+            Assert.That(cpAsync, Is.Zero, "the element staging issues no cp.async");
+        }
+
         TestContext.Out.WriteLine(
-            $"{entry.Name}: {report.Instructions} instructions, {report.MmaInstructions} mma, shared {report.StaticSharedBytes} B, "
+            $"{entry.Name}: cp.async {cpAsync}, {report.Instructions} instructions, {report.MmaInstructions} mma, shared {report.StaticSharedBytes} B, "
             + $"local arrays [{string.Join(", ", report.LocalArrays)}] B, ld.local {report.LocalLoads}, st.local {report.LocalStores}");
+    }
+
+    private static int CountOf(string text, string what)
+    {
+        var count = 0;
+        for (var at = text.IndexOf(what, StringComparison.Ordinal); at >= 0; at = text.IndexOf(what, at + what.Length, StringComparison.Ordinal))
+        {
+            count++;
+        }
+
+        return count;
     }
 
     [Test]

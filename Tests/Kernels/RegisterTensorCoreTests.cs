@@ -13,7 +13,8 @@ namespace Natten.Tests.Kernels;
 
 /// <summary>
 /// The generated register-resident tensor-core forwards (D = Dv = 32, 64 and 128, fp16 and bf16; fragments through
-/// ldmatrix, the default, and a subset through element loads) against the double
+/// ldmatrix, the default, and a subset through element loads; KV sub-tiles staged with 16-byte async copies into two buffers, the
+/// default, and a subset with the previous synchronous element staging) against the double
 /// Reference by FlashAttention's rule. On the CPU accelerator the fragments go through the lane-exact mma emulation
 /// and the warp shuffles, and ldmatrix through its lane-by-lane model, so these run the kernels' own fragment, masking and
 /// softmax code. Shapes are tiny: the
@@ -30,6 +31,9 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
     {
         Masked = 1,
         Unmasked = 2,
+
+        /// <summary>Some query tile stages more than two sub-tiles (neighborhood and additional): each of the two KV buffers is refilled.</summary>
+        BufferReuse = 4,
     }
 
     public static IEnumerable<TestCaseData> Problems()
@@ -61,6 +65,18 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
                     [80], [d == 128 ? 33 : 65], [1], [1], [false], 1, 1, 0, [32], [d == 128 ? 64 : 128]);
             }
 
+            // Staging: four and more neighborhood sub-tiles per query tile (each KV buffer refilled while the other is read), then
+            // neighborhood and three additional-token sub-tiles (the last partial: zero-filled slots) in one loop; cp.async staging
+            // (the default) and the synchronous element staging (NATTEN_KV_STAGING=elements).
+            foreach (var staging in new[] { KvStagingKind.Async, KvStagingKind.Elements })
+            {
+                var name = staging == KvStagingKind.Async ? "async" : "element_staging";
+                yield return Case($"D{d}_fp16_{name}_1D_four_subtiles_buffer_reuse", d, false, Visits.Masked | Visits.Unmasked | Visits.BufferReuse,
+                    [64], [49], [1], [1], [false], 1, 1, 0, [16], [16], staging: staging);
+                yield return Case($"D{d}_fp16_{name}_1D_dilation_edges_and_additional", d, false, Visits.Masked | Visits.BufferReuse,
+                    [45], [11], [1], [2], [false], 2, 1, 37, [16], [16], staging: staging);
+            }
+
             // Element loads (NATTEN_FRAGMENT_LOADS=elements) on two shapes per head dimension.
             yield return Case($"D{d}_fp16_elements_1D_inside_and_edge_subtiles_GQA", d, false, Visits.Masked | Visits.Unmasked,
                 [48], [33], [1], [1], [false], 2, 1, 0, [16], [16], FragmentLoadKind.Elements);
@@ -79,14 +95,44 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
     }
 
     [TestCaseSource(nameof(Problems))]
-    public void GeneratedForwardFollowsTheToleranceRule(NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, Visits visits, bool elementLoads)
+    public void GeneratedForwardFollowsTheToleranceRule(
+        NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, Visits visits, bool elementLoads, bool elementStaging)
     {
+        var staging = elementStaging ? KvStagingKind.Elements : KvStagingKind.Async;
         using var pinned = FragmentLoading.Use(elementLoads ? FragmentLoadKind.Elements : FragmentLoadKind.Matrix);
-        RunAgainstReference(kind, reference, tiles, bfloat16, visits);
+        using var pinnedStaging = KvStaging.Use(staging);
+        RunAgainstReference(kind, reference, tiles, bfloat16, visits, expectStaging: staging);
     }
 
-    /// <summary>Runs the generated forward on <paramref name="kind"/> with <paramref name="tiles"/> and checks it against the Reference (also used by <see cref="SharedMemoryOptInTests"/>).</summary>
-    internal static void RunAgainstReference(AcceleratorKind kind, NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, Visits visits)
+    /// <summary>
+    /// K, V and the additional K, V as sub-views starting <paramref name="offset"/> elements into their buffers: at 8 (16 bytes) the
+    /// cp.async staging still runs; at odd offsets the rows are not 16-byte aligned and the launcher must take the element staging.
+    /// </summary>
+    [TestCase(1)]
+    [TestCase(3)]
+    [TestCase(8)]
+    public void ViewsAtAnElementOffsetStageCorrectly(int offset)
+    {
+        var reference = new NeighborhoodProblem
+        {
+            Batch = 1, Spatial = [40], Heads = 1, KvHeads = 1, HeadDim = 32, ValueDim = 32, KernelSize = [17],
+            Stride = [1], Dilation = [1], Causal = [false], AdditionalTokens = 5,
+        };
+        var tiles = new FusedTiles(AxisValues.PerAxis([16]), AxisValues.PerAxis([16]));
+        using var pinned = KvStaging.Use(KvStagingKind.Async);
+        RunAgainstReference(
+            kind, reference, tiles, bfloat16: false, Visits.Masked, viewOffset: offset,
+            expectStaging: offset % 8 == 0 ? KvStagingKind.Async : KvStagingKind.Elements);
+    }
+
+    /// <summary>
+    /// Runs the generated forward on <paramref name="kind"/> with <paramref name="tiles"/> and checks it against the Reference (also
+    /// used by <see cref="SharedMemoryOptInTests"/>). K and V views start <paramref name="viewOffset"/> elements into their buffers;
+    /// <paramref name="expectStaging"/>, when given, is the staging the launcher must choose for them.
+    /// </summary>
+    internal static void RunAgainstReference(
+        AcceleratorKind kind, NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, Visits visits, int viewOffset = 0,
+        KvStagingKind? expectStaging = null)
     {
         var (shape, options) = TensorCoreTests.Describe(reference, tiles);
         var device = DeviceRuntime.Get(kind);
@@ -106,6 +152,12 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
             Assert.That(simulator.UnmaskedSubTiles, Is.GreaterThan(0), "the case visits sub-tiles inside every window (no-mask path)");
         }
 
+        if (visits.HasFlag(Visits.BufferReuse))
+        {
+            var additionalSubTiles = (p.AdditionalTokens + tile.Value.KeyTile - 1) / tile.Value.KeyTile;
+            Assert.That(simulator.MaxVisited + additionalSubTiles, Is.GreaterThan(2), "some query tile stages more than two sub-tiles (neighborhood and additional)");
+        }
+
         // Inputs representable in the storage format, so the Reference and the plain baseline see the kernel's inputs.
         var rng = new Random((reference.Tokens * 131) + reference.HeadDim + (bfloat16 ? 1 : 0));
         var rows = (long)reference.Batch * reference.Tokens;
@@ -122,11 +174,19 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
 
         var accelerator = device.Accelerator;
         MemoryBuffer1D<ushort, Stride1D.Dense> Upload(ushort[] data) => data.Length > 0 ? accelerator.Allocate1D(data) : accelerator.Allocate1D<ushort>(1);
+        MemoryBuffer1D<ushort, Stride1D.Dense> UploadAt(ushort[] data) => Upload([.. Enumerable.Repeat((ushort)0x7BFF, viewOffset), .. data]);
+        ArrayView<ushort> At(MemoryBuffer1D<ushort, Stride1D.Dense> buffer, ushort[] data) => buffer.View.SubView(viewOffset, data.Length);
         using var tq = Upload(q);
-        using var tk = Upload(k);
-        using var tv = Upload(v);
-        using var tak = Upload(ak);
-        using var tav = Upload(av);
+        using var tk = UploadAt(k);
+        using var tv = UploadAt(v);
+        using var tak = UploadAt(ak);
+        using var tav = UploadAt(av);
+        var (kView, vView, akView, avView) = (At(tk, k), At(tv, v), At(tak, ak), At(tav, av));
+        if (expectStaging is { } staging)
+        {
+            Assert.That(FnaTensorCore.Staging(device, p, tile.Value, kView, vView, akView, avView), Is.EqualTo(staging), "the launcher's KV staging");
+        }
+
         using var output = accelerator.Allocate1D<ushort>(rows * reference.Heads * reference.ValueDim);
         using var lse = accelerator.Allocate1D<float>(rows * reference.Heads);
         output.MemSetToZero();
@@ -134,12 +194,12 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
         if (bfloat16)
         {
             FnaTensorCore.Forward<Bf16Format>(
-                device, accelerator.DefaultStream, p, tile.Value, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View);
+                device, accelerator.DefaultStream, p, tile.Value, tq.View, kView, vView, akView, avView, output.View, lse.View);
         }
         else
         {
             FnaTensorCore.Forward<Fp16Format>(
-                device, accelerator.DefaultStream, p, tile.Value, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View);
+                device, accelerator.DefaultStream, p, tile.Value, tq.View, kView, vView, akView, avView, output.View, lse.View);
         }
 
         accelerator.Synchronize();
@@ -176,7 +236,8 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
 
     private static TestCaseData Case(
         string name, int d, bool bfloat16, Visits visits, int[] spatial, int[] kernel, int[] stride, int[] dilation, bool[] causal,
-        int heads, int kvHeads, int additional, int[] queryTile, int[] keyTile, FragmentLoadKind loads = FragmentLoadKind.Matrix)
+        int heads, int kvHeads, int additional, int[] queryTile, int[] keyTile, FragmentLoadKind loads = FragmentLoadKind.Matrix,
+        KvStagingKind staging = KvStagingKind.Async)
     {
         var problem = new NeighborhoodProblem
         {
@@ -184,6 +245,6 @@ public sealed class RegisterTensorCoreTests(AcceleratorKind kind)
             Stride = stride, Dilation = dilation, Causal = causal, AdditionalTokens = additional,
         };
         var tiles = new FusedTiles(AxisValues.PerAxis(queryTile), AxisValues.PerAxis(keyTile));
-        return new TestCaseData(problem, tiles, bfloat16, visits, loads == FragmentLoadKind.Elements).SetName($"{{m}}({name})");
+        return new TestCaseData(problem, tiles, bfloat16, visits, loads == FragmentLoadKind.Elements, staging == KvStagingKind.Elements).SetName($"{{m}}({name})");
     }
 }

@@ -125,14 +125,20 @@ public sealed class SharedMemoryLimitTests
         var plain = CudaLike(DefaultLimit);
         var optIn = CudaLike(Sm90OptIn);
 
-        // Register-resident tensor-core forward, D = 128, 64 queries / 64 keys: (64 + 2·64) rows of 136 halves, plus 3072 static.
+        // Register-resident tensor-core forward, D = 128, 64 queries / 64 keys: (64 + 2·64) rows of 136 halves with one KV buffer
+        // (element staging), (64 + 4·64) rows with two (cp.async double buffering, the default), plus 3072 static. The check asks
+        // the single buffer to fit; the launch double-buffers where the device has room for it.
         var p = Params(128, 128);
         var tile = new FnaTileShape(1, 1, 64, 1, 1, 64);
-        Assert.That(FnaTensorCore.SharedBytes(p, tile), Is.EqualTo(55296));
+        Assert.That(FnaTensorCore.SharedBytes(p, tile, KvStagingKind.Elements), Is.EqualTo(55296));
+        Assert.That(FnaTensorCore.SharedBytes(p, tile, KvStagingKind.Async), Is.EqualTo(90112));
+        Assert.That(FnaTensorCore.SharedBytes(p, tile), Is.EqualTo(90112), "the preferred staging is the asynchronous one");
         Assert.That(
             FnaTensorCore.Check(plain, p, tile),
             Is.EqualTo($"tile shape {tile} with D=128, Dv=128 needs 55296 bytes of shared memory (3072 static + 52224 dynamic); {plain.Name} allows {DefaultLimit}"));
         Assert.That(FnaTensorCore.Check(optIn, p, tile), Is.Null);
+        Assert.That(FnaTensorCore.Staging(optIn, p, tile), Is.EqualTo(KvStagingKind.Async), "90112 bytes fit the opt-in");
+        Assert.That(FnaTensorCore.Staging(CudaLike(80 * 1024), p, tile), Is.EqualTo(KvStagingKind.Elements), "a device with room for one buffer only");
 
         // The float32-math forward (no static shared memory): 64·129·2 + 64·256 floats.
         Assert.That(FnaForward.Check(plain, p, tile), Does.Contain("needs 131584 bytes of shared memory;").And.Contain($"allows {DefaultLimit}"));
@@ -173,6 +179,11 @@ public sealed class SharedMemoryLimitTests
         Assert.That(FnaForward.Check(plain, p, tile), Does.Contain("needs 98816 bytes"));
         Assert.That(FnaTensorCore.Check(plain, p, tile), Is.Null);
         Assert.That(FnaTensorCoreBackward.Check(plain, p, tile), Is.Null);
+
+        // Double-buffered it needs (64 + 4·32)·136·2 + 3072 = 55296 bytes: within 48 KB the forward keeps one buffer (element staging).
+        Assert.That(FnaTensorCore.SharedBytes(p, tile, KvStagingKind.Async), Is.EqualTo(55296));
+        Assert.That(FnaTensorCore.Staging(plain, p, tile), Is.EqualTo(KvStagingKind.Elements));
+        Assert.That(FnaTensorCore.Staging(CudaLike(Sm90OptIn), p, tile), Is.EqualTo(KvStagingKind.Async));
     }
 
     [Test]

@@ -55,7 +55,7 @@ public sealed class SharedMemoryOptInTests(AcceleratorKind kind)
         if (kind == AcceleratorKind.Cuda)
         {
             Assert.That(device.Accelerator.MaxSharedMemoryPerGroup, Is.LessThan(bytes), "ILGPU's own limit would have refused the tile");
-            var launcher = device.Kernels(a => new FnaTensorCoreKernelSet<Fp16Format>(a)).Registers(p.HeadDim, FragmentLoading.Current).Launch;
+            var launcher = device.Kernels(a => new FnaTensorCoreKernelSet<Fp16Format>(a)).Registers(p.HeadDim, FragmentLoading.Current, FnaTensorCore.Staging(device, p, FusedTileRules.TileShape(problem))).Launch;
             Assert.That(device.SharedMemory?.IsOptedIn(launcher.GetKernel()), Is.True, "the kernel's dynamic shared memory limit was raised");
         }
     }

@@ -12,7 +12,8 @@ namespace Natten.Kernels.Fused.Generated;
 
 /// <summary>
 /// The generated register-resident tensor-core kernels (D = Dv ∈ {32, 64, 128}): forward, dQ and dK/dV per head
-/// dimension, each generic over the 16-bit format and the fragment loads (<see cref="IFragmentLoads"/>).
+/// dimension, each generic over the 16-bit format and the fragment loads (<see cref="IFragmentLoads"/>); the forward also over
+/// the KV staging (<see cref="IKvStaging"/>).
 /// </summary>
 internal static class FnaRegisterKernels
 {
@@ -33,14 +34,15 @@ internal static class FnaRegisterKernels
         };
 
     /// <summary>The forward for <paramref name="headDim"/>.</summary>
-    public static Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Forward<TFormat, TLoads>(int headDim)
+    public static Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Forward<TFormat, TLoads, TStaging>(int headDim)
         where TFormat : struct, IHalfFormat
         where TLoads : struct, IFragmentLoads
+        where TStaging : struct, IKvStaging
         => headDim switch
         {
-            32 => FnaTensorCoreKernelD32.Forward<TFormat, TLoads>,
-            64 => FnaTensorCoreKernelD64.Forward<TFormat, TLoads>,
-            128 => FnaTensorCoreKernelD128.Forward<TFormat, TLoads>,
+            32 => FnaTensorCoreKernelD32.Forward<TFormat, TLoads, TStaging>,
+            64 => FnaTensorCoreKernelD64.Forward<TFormat, TLoads, TStaging>,
+            128 => FnaTensorCoreKernelD128.Forward<TFormat, TLoads, TStaging>,
             _ => throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "no generated register-resident kernel for this head dimension"),
         };
 
@@ -68,7 +70,7 @@ internal static class FnaRegisterKernels
             _ => throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "no generated register-resident kernel for this head dimension"),
         };
 
-    /// <summary>Every generated kernel class with its entry point, for the offline PTX catalog.</summary>
+    /// <summary>Every generated kernel class with its entry point, for the offline PTX catalog (the forward takes a third type argument, the staging).</summary>
     public static IReadOnlyList<(Type Kernel, string Method)> EntryPoints { get; } =
     [
         (typeof(FnaTensorCoreKernelD32), nameof(FnaTensorCoreKernelD32.Forward)),

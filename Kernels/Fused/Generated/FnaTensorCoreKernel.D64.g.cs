@@ -15,7 +15,9 @@ namespace Natten.Kernels.Fused.Generated;
 /// <summary>
 /// Fused neighborhood attention forward on tensor cores for D = Dv = 64, FlashAttention-2 style with every
 /// fragment in registers. One group per (query tile, head, batch) as in <see cref="FnaTensorCoreKernel"/>; each
-/// warp owns 16 query rows. Q fragments are loaded once; per KV sub-tile staged in shared memory and per
+/// warp owns 16 query rows. Q fragments are loaded once; KV sub-tiles are staged in shared memory by the
+/// <see cref="IKvStaging"/> type argument (by default 16-byte cp.async into two buffers, the copies of the next sub-tile
+/// in flight while one is computed); per staged sub-tile and per
 /// chunk of 64 keys: S = Q·Kᵀ into 8 m16n8 tiles, masking per element, the online softmax in exp2
 /// with quad shuffles, P packed to 16-bit pairs as the A fragments of P·V, and O += P·V into
 /// 8 m16n8 tiles. Without <c>mma.sync</c> the same calls run through <see cref="TensorCore.Emulate{TFormat}"/>
@@ -69,13 +71,16 @@ internal static class FnaTensorCoreKernelD64
 
     /// <summary>
     /// The kernel: same parameters and semantics as <see cref="FnaTensorCoreKernel.Forward{TFormat}"/> (p.HeadDim = p.ValueDim = HeadDim).
-    /// <typeparamref name="TLoads"/> gathers the Q, K and V fragments from shared memory (<c>ldmatrix</c> or element loads).
+    /// <typeparamref name="TLoads"/> gathers the Q, K and V fragments from shared memory (<c>ldmatrix</c> or element loads);
+    /// <typeparamref name="TStaging"/> stages the KV sub-tiles (<see cref="AsyncStaging"/>: 16-byte <c>cp.async</c> into two
+    /// buffers, one sub-tile ahead; <see cref="ElementStaging"/>: synchronous, one buffer).
     /// </summary>
-    public static void Forward<TFormat, TLoads>(
+    public static void Forward<TFormat, TLoads, TStaging>(
         ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value,
         ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue, ArrayView<ushort> output, ArrayView<float> lse, int writeLse)
         where TFormat : struct, IHalfFormat
         where TLoads : struct, IFragmentLoads
+        where TStaging : struct, IKvStaging
     {
         // Static shared memory: only the mma emulation's scratch (unused where mma.sync exists).
         var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps);
@@ -97,11 +102,30 @@ internal static class FnaTensorCoreKernelD64
         var scratch = scratchAll.SubView(warp * TensorCore.ScratchWordsPerWarp, TensorCore.ScratchWordsPerWarp);
         var keys = tile.KeyTile;
 
-        // Dynamic shared memory (16-bit words, rows RowStride apart): Q [query tile], K and V [KV sub-tile].
+        // Dynamic shared memory (16-bit words, rows RowStride apart): Q [query tile], then TStaging.Buffers KV buffers, each
+        // K [KV sub-tile] followed by V [KV sub-tile].
         var shared = SharedMemory.GetDynamic<ushort>();
         var qTile = shared.SubView(0, tile.QueryTile * RowStride);
-        var kTile = shared.SubView(tile.QueryTile * RowStride, keys * RowStride);
-        var vTile = shared.SubView((tile.QueryTile + keys) * RowStride, keys * RowStride);
+        var kvStart = tile.QueryTile * RowStride;
+        var kvWords = 2 * keys * RowStride;
+
+        // One loop over every staged sub-tile, so that Chunk (inlined: the bulk of the code) has two call sites, not three:
+        // first the neighborhood's KV sub-tiles from the start of the tile's KV range (dynamic KV tiling), row-major over
+        // the axes, then the additional tokens (every query sees all of them: a window [0, 1) × [0, 1) × [0, count) over
+        // slots (0, 0, slot), which only the last, partial sub-tile needs).
+        var steps1 = (axis1.RangeEnd - axis1.RangeStart + tile.K1 - 1) / tile.K1;
+        var steps2 = (axis2.RangeEnd - axis2.RangeStart + tile.K2 - 1) / tile.K2;
+        var neighborhood = ((axis0.RangeEnd - axis0.RangeStart + tile.K0 - 1) / tile.K0) * steps1 * steps2;
+        var steps = neighborhood + ((p.AdditionalTokens + keys - 1) / keys);
+
+        // Asynchronous staging runs one sub-tile ahead: sub-tile 0's copies fly while Q is staged.
+        if (TStaging.Lookahead > 0 && steps > 0)
+        {
+            KvStaging.Stage<TStaging>(
+                p, tile, axis0, axis1, axis2, steps1, steps2, neighborhood, 0, batch, kvHead, key, value, additionalKey, additionalValue,
+                shared.SubView(kvStart, kvWords), RowStride, tid, threads);
+            TStaging.Commit();
+        }
 
         // Q once: staged (unscaled), then this warp's 16 rows into A fragments that stay in registers.
         FnaRegisterTile.StageQuery(p, tile, axis0, axis1, axis2, batch, head, query, qTile, RowStride, tid, threads);
@@ -115,17 +139,26 @@ internal static class FnaTensorCoreKernelD64
         var windowBottom = FnaRegisterTile.Window(tile, axis0, axis1, axis2, localTop + 8);
         var scoreScale = p.Scale * FnaRegisterTile.Log2E;
 
-        // One loop over every staged sub-tile, so that Chunk (inlined: the bulk of the code) has two call sites, not three:
-        // first the neighborhood's KV sub-tiles from the start of the tile's KV range (dynamic KV tiling), row-major over
-        // the axes, then the additional tokens (every query sees all of them: a window [0, 1) × [0, 1) × [0, count) over
-        // slots (0, 0, slot), which only the last, partial sub-tile needs).
-        var steps1 = (axis1.RangeEnd - axis1.RangeStart + tile.K1 - 1) / tile.K1;
-        var steps2 = (axis2.RangeEnd - axis2.RangeStart + tile.K2 - 1) / tile.K2;
-        var neighborhood = ((axis0.RangeEnd - axis0.RangeStart + tile.K0 - 1) / tile.K0) * steps1 * steps2;
-        var steps = neighborhood + ((p.AdditionalTokens + keys - 1) / keys);
         for (var step = 0; step < steps; step++)
         {
+            // Every warp is done with the buffer the copies below overwrite: sub-tile step − 1's (two buffers) or this one's (one).
             Group.Barrier();
+            var ahead = step + TStaging.Lookahead;
+            if (ahead < steps)
+            {
+                KvStaging.Stage<TStaging>(
+                    p, tile, axis0, axis1, axis2, steps1, steps2, neighborhood, ahead, batch, kvHead, key, value, additionalKey, additionalValue,
+                    shared.SubView(kvStart + (ahead % TStaging.Buffers * kvWords), kvWords), RowStride, tid, threads);
+            }
+
+            // One group per step (empty near the end), so waiting for all but the newest Lookahead groups is waiting for sub-tile
+            // step; the barrier then makes every thread's copies visible.
+            TStaging.Commit();
+            TStaging.Wait();
+            Group.Barrier();
+            var kvAt = kvStart + (step % TStaging.Buffers * kvWords);
+            var kTile = shared.SubView(kvAt, keys * RowStride);
+            var vTile = shared.SubView(kvAt + (keys * RowStride), keys * RowStride);
             bool inside;
             KeySlots slots;
             WindowMask top, bottom;
@@ -134,7 +167,6 @@ internal static class FnaTensorCoreKernelD64
                 var a0 = axis0.RangeStart + (step / steps2 / steps1 * tile.K0);
                 var a1 = axis1.RangeStart + (step / steps2 % steps1 * tile.K1);
                 var a2 = axis2.RangeStart + (step % steps2 * tile.K2);
-                FnaTensorCoreKernel.StageNeighborhood(p, tile, axis0, axis1, axis2, a0, a1, a2, batch, kvHead, key, value, kTile, RowStride, vTile, RowStride, tid, threads);
 
                 // Uniform over the group: a sub-tile inside every query's window needs no per-element mask.
                 inside = axis0.InsideEveryWindow(a0, tile.K0) && axis1.InsideEveryWindow(a1, tile.K1) && axis2.InsideEveryWindow(a2, tile.K2);
@@ -145,14 +177,12 @@ internal static class FnaTensorCoreKernelD64
             else
             {
                 var m = (step - neighborhood) * keys;
-                FnaTensorCoreKernel.StageAdditional(p, keys, m, batch, kvHead, additionalKey, additionalValue, kTile, RowStride, vTile, RowStride, tid, threads);
                 inside = m + keys <= p.AdditionalTokens;
                 slots = new KeySlots(0, 0, 0, 1, keys);
                 top = new WindowMask(0, 1, 0, 1, 0, p.AdditionalTokens - m);
                 bottom = top;
             }
 
-            Group.Barrier();
             for (var chunk = 0; chunk < keys; chunk += KeyChunk)
             {
                 if (inside)

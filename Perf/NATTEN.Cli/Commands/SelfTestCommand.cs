@@ -58,14 +58,14 @@ internal static class SelfTestCommand
         stdout.WriteLine($"natten selftest: {string.Join(", ", backends.Select(b => $"{b} — {AttentionBackends.Describe(b)}"))}");
         int passed = 0, failed = 0, skipped = 0;
 
-        // The intrinsics first: on a GPU this is the real ldmatrix against the fragment layout.
+        // The intrinsics first: on a GPU this is the real ldmatrix against the fragment layout, then the real cp.async.
         var device = AttentionDevice.Default;
-        foreach (var check in KernelSelfChecks.FragmentLoads(device))
+        foreach (var check in KernelSelfChecks.All(device))
         {
             (check.Passed ? ref passed : ref failed)++;
             stdout.WriteLine(string.Create(
                 CultureInfo.InvariantCulture,
-                $"{(check.Passed ? "ok  " : "FAIL")}  {check.What} on {device.Name}: {check.Wrong} of {check.Compared} registers wrong"));
+                $"{(check.Passed ? "ok  " : "FAIL")}  {check.What} on {device.Name}: {check.Wrong} of {check.Compared} {check.Unit} wrong"));
         }
 
         for (var s = seed; s < seed + count; s++)
