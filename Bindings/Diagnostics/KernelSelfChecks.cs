@@ -7,10 +7,11 @@ namespace Natten.Diagnostics;
 /// <param name="Compared">Values compared.</param>
 /// <param name="Wrong">Values that differed from the expected ones.</param>
 /// <param name="Unit">What a value is, plural (e.g. <c>registers</c>, <c>elements</c>).</param>
-public sealed record SelfCheckResult(string What, int Compared, int Wrong, string Unit = "registers")
+/// <param name="Skipped">Why the check does not apply on this device (then nothing was compared), or null.</param>
+public sealed record SelfCheckResult(string What, int Compared, int Wrong, string Unit = "registers", string? Skipped = null)
 {
     /// <summary>Whether every value matched.</summary>
-    public bool Passed => Compared > 0 && Wrong == 0;
+    public bool Passed => Skipped is null && Compared > 0 && Wrong == 0;
 }
 
 /// <summary>
@@ -47,6 +48,24 @@ public static class KernelSelfChecks
         return new("async copy (cp.async, zero fill)", compared, wrong, "elements");
     }
 
-    /// <summary>Every check, in the order <c>natten selftest</c> prints them: <see cref="FragmentLoads"/>, then <see cref="AsyncCopy"/>.</summary>
-    public static IReadOnlyList<SelfCheckResult> All(AttentionDevice device) => [.. FragmentLoads(device), AsyncCopy(device)];
+    /// <summary>
+    /// On CUDA: the view pointers <c>ldmatrix</c> and <c>cp.async</c> are given are generic addresses in the shared and global
+    /// state spaces (<c>isspacep</c>), and dynamic shared memory starts 16-byte aligned after the generated kernels' static
+    /// shared memory. Elsewhere skipped (no state spaces).
+    /// </summary>
+    public static SelfCheckResult AddressSpaces(AttentionDevice device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        const string what = "view address spaces and shared alignment";
+        if (AddressSpaceProbe.Check(device.Compute) is not { } values)
+        {
+            return new(what, 0, 0, "values", "only CUDA has state spaces");
+        }
+
+        var wrong = values.Zip(AddressSpaceProbe.Expected).Count(pair => pair.First != pair.Second);
+        return new(what, values.Length, wrong, "values");
+    }
+
+    /// <summary>Every check, in the order <c>natten selftest</c> prints them: <see cref="FragmentLoads"/>, <see cref="AsyncCopy"/>, <see cref="AddressSpaces"/>.</summary>
+    public static IReadOnlyList<SelfCheckResult> All(AttentionDevice device) => [.. FragmentLoads(device), AsyncCopy(device), AddressSpaces(device)];
 }

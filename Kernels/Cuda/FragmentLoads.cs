@@ -64,9 +64,9 @@ internal readonly struct ElementLoads : IFragmentLoads
 /// <c>ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16</c>: one instruction per block instead of four 32-bit (or
 /// eight 16-bit) loads. Lane L points the instruction at row L % 16, column (L / 16)·8 of the block (<see
 /// cref="LaneRow"/>: the row of matrix L / 8 with index L % 8); every row address must be 16-byte aligned (stride
-/// and col0 multiples of 8 elements, from an aligned tile). ILGPU declares dynamic shared memory with <c>.align 4</c>;
-/// it starts after the static shared memory, so kernels using this keep their static bytes a multiple of 16 (the
-/// PTX test checks it). Without <c>ldmatrix</c> (the CPU accelerator)
+/// and col0 multiples of 8 elements, from an aligned tile). ILGPU declares dynamic shared memory with <c>.align</c> 4 or
+/// 8; it starts after the static shared memory, so kernels using this keep their static bytes a multiple of 16 (the
+/// PTX test checks it; <see cref="AddressSpaceProbe"/> checks the placement on a GPU). Without <c>ldmatrix</c> (the CPU accelerator)
 /// the same instruction is modelled lane by lane: each register is read through the row address the owning lane
 /// would have supplied, so CI checks the addressing against the fragment layout exactly.
 /// </summary>

@@ -72,10 +72,25 @@ internal sealed class ComputeDevice : IDisposable
         where TDelegate : Delegate
     {
         var bytes = config.SharedMemoryConfig.ArraySize;
-        if (bytes > 0 && SharedMemory is { } optIn && launcher.TryGetKernel(out var kernel))
+        if (bytes <= 0 || SharedMemory is not { } optIn)
         {
-            optIn.Prepare(kernel, bytes);
+            return;
         }
+
+        if (!launcher.TryGetKernel(out var kernel))
+        {
+            // Without the kernel object there is no function to raise; a launch the default limit cannot hold would fail in
+            // the driver with an unhelpful error, so say why here.
+            if (bytes > optIn.DefaultLimit)
+            {
+                throw new InvalidOperationException(
+                    $"{Name}: a launch with {bytes} bytes of dynamic shared memory needs the opt-in beyond {optIn.DefaultLimit}, but its kernel could not be resolved from the launcher.");
+            }
+
+            return;
+        }
+
+        optIn.Prepare(kernel, bytes);
     }
 
     /// <summary>The kernel set <typeparamref name="TSet"/> for this device, loading it on first use.</summary>

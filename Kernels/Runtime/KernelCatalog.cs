@@ -182,6 +182,7 @@ internal static class KernelCatalog
         // The device self-check of the tensor-core fragment loads (ldmatrix on CUDA).
         Add(typeof(FragmentLoadProbe), nameof(FragmentLoadProbe.Probe), true, false, typeof(MatrixLoads));
         Add(typeof(FragmentLoadProbe), nameof(FragmentLoadProbe.Probe), true, false, typeof(ElementLoads));
+        Add(typeof(AddressSpaceProbe), nameof(AddressSpaceProbe.Probe), true, false);
 
         // Building block masks on the device.
         foreach (var mask in Masks)

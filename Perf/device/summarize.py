@@ -162,7 +162,8 @@ def main():
         with open(st, encoding="utf-8", errors="replace") as f:
             tail = [l.strip() for l in f if l.strip()]
         print(f"**selftest:** `{tail[-1] if tail else '(empty)'}`\n")
-        loads = [l for l in tail if "fragment loads" in l]
+        # The device self-checks come first (fragment loads, async copy, address spaces): every result line without a seed.
+        loads = [l for l in tail if l.split(" ", 1)[0] in ("ok", "FAIL", "skip") and " seed " not in l]
         if loads:
             print("**device self-checks:** " + "; ".join(f"`{l}`" for l in loads) + "\n")
     sz = os.path.join(out, "sanitize.txt")
