@@ -32,12 +32,14 @@ public sealed class BlockSparseRegisterRegistryGenerator : CodeWriter
         Line();
         Line("using ILGPU;");
         Line("using Natten.Kernels.Cuda;");
+        Line("using Natten.Kernels.Fused;");
         Line();
         Line("namespace Natten.Kernels.BlockSparse.Generated;");
         Line();
         Line("/// <summary>");
         Line($"/// The generated register-resident block-sparse tensor-core forwards (D = Dv ∈ {{{string.Join(", ", HeadDims)}}}), each generic over");
-        Line("/// the 16-bit format, the fragment loads (<see cref=\"IFragmentLoads\"/>), the element mask and the score bias.");
+        Line("/// the 16-bit format, the fragment loads (<see cref=\"IFragmentLoads\"/>), the KV staging (<see cref=\"IKvStaging\"/>), the element");
+        Line("/// mask and the score bias.");
         Line("/// </summary>");
         Line("internal static class BlockSparseRegisterKernels");
         Open();
@@ -56,14 +58,15 @@ public sealed class BlockSparseRegisterRegistryGenerator : CodeWriter
         Line("/// <summary>The forward for <paramref name=\"headDim\"/>.</summary>");
         Switch(
             ForwardSignature,
-            "Forward<TFormat, TLoads, TMask, TBias>",
+            "Forward<TFormat, TLoads, TStaging, TMask, TBias>",
             [
                 "where TFormat : struct, IHalfFormat",
                 "where TLoads : struct, IFragmentLoads",
+                "where TStaging : struct, IKvStaging",
                 "where TMask : struct, IElementMask",
                 "where TBias : struct, IScoreBias",
             ],
-            d => $"BlockSparseTensorCoreKernelD{d}.Forward<TFormat, TLoads, TMask, TBias>");
+            d => $"BlockSparseTensorCoreKernelD{d}.Forward<TFormat, TLoads, TStaging, TMask, TBias>");
         Line();
         Line("/// <summary>Every generated kernel class with its entry point, for the offline PTX catalog.</summary>");
         Line("public static IReadOnlyList<(Type Kernel, string Method)> EntryPoints { get; } =");

@@ -1,5 +1,7 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
+using ILGPU.Algorithms;
+using Natten.Kernels.Cuda;
 using Natten.Kernels.Fused;
 
 namespace Natten.Kernels.BlockSparse;
@@ -68,6 +70,95 @@ internal static class BlockSparseRegisterTile
                 kTile[at] = 0;
                 vTile[at] = 0;
             }
+        }
+    }
+
+    /// <summary>
+    /// KV sub-tiles of <paramref name="keys"/> keys per key block: every listed block is walked in this many steps, except the
+    /// last key block of the sequence when it is short (<see cref="Steps"/>, <see cref="Step"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int StepsPerBlock(BlockSparseParams p, int keys) => (p.KeyBlock + keys - 1) / keys;
+
+    /// <summary>
+    /// Steps of the flattened walk over list entries [<paramref name="listStart"/>, <paramref name="listEnd"/>): step s is
+    /// sub-tile s % perBlock of entry listStart + s / perBlock. Lists are sorted, so only the last entry can be the sequence's
+    /// last key block; when it is and it has fewer sub-tiles, the walk ends after them. (An unsorted list stays correct: a short
+    /// block elsewhere gets steps with no keys, which <see cref="Step"/> reports as count ≤ 0: staged as zeros, not computed.)
+    /// </summary>
+    public static int Steps(BlockSparseParams p, BlockList blocks, int listStart, int listEnd, int keys)
+    {
+        if (listEnd <= listStart)
+        {
+            return 0;
+        }
+
+        var perBlock = StepsPerBlock(p, keys);
+        var lastStart = BlockList.Block(blocks.Entries[listEnd - 1]) * p.KeyBlock;
+        var lastKeys = XMath.Min(p.KeyBlock, p.KeyTokens - lastStart);
+        return ((listEnd - listStart - 1) * perBlock) + ((lastKeys + keys - 1) / keys);
+    }
+
+    /// <summary>
+    /// Step <paramref name="step"/> of the flattened walk (<see cref="Steps"/>): whether its block is partial, its first key and how
+    /// many of the sub-tile's <paramref name="keys"/> slots hold keys of the block (≤ 0: none).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Step(
+        BlockSparseParams p, BlockList blocks, int listStart, int keys, int step, out bool partial, out int start, out int count)
+    {
+        var perBlock = StepsPerBlock(p, keys);
+        var entry = blocks.Entries[listStart + (step / perBlock)];
+        partial = BlockList.IsPartial(entry);
+        var keyStart = BlockList.Block(entry) * p.KeyBlock;
+        start = keyStart + (step % perBlock * keys);
+        count = XMath.Min(keys, XMath.Min(keyStart + p.KeyBlock, p.KeyTokens) - start);
+    }
+
+    /// <summary>
+    /// Issues the staging of step <paramref name="step"/> of the flattened walk into <paramref name="buffer"/> (K rows at 0, V rows at
+    /// <c>keys · stride</c>; slots past the block's or the sequence's end zero) with <typeparamref name="TStaging"/>:
+    /// <see cref="AsyncStaging"/> (<c>Lookahead</c> &gt; 0) in 16-byte <c>cp.async</c> chunks (<see cref="StageKeyChunks"/>), the
+    /// synchronous element staging otherwise (<see cref="StageKeys"/>). Asynchronous copies land after commit, wait and barrier.
+    /// </summary>
+    public static void Stage<TStaging>(
+        BlockSparseParams p, BlockList blocks, int listStart, int keys, int step, int batch, int kvHead,
+        ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> buffer, int stride, int tid, int threads)
+        where TStaging : struct, IKvStaging
+    {
+        Step(p, blocks, listStart, keys, step, out _, out var start, out var count);
+        var kTile = buffer.SubView(0, keys * stride);
+        var vTile = buffer.SubView(keys * stride, keys * stride);
+        if (TStaging.Lookahead > 0)
+        {
+            StageKeyChunks(p, keys, start, count, batch, kvHead, key, value, kTile, vTile, stride, tid, threads);
+        }
+        else
+        {
+            StageKeys(p, keys, start, count, batch, kvHead, key, value, kTile, vTile, stride, tid, threads);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="StageKeys"/> in 16-byte chunks (<see cref="AsyncCopy.Copy16"/>, asynchronous on CUDA): thread <c>tid</c> takes
+    /// chunks tid, tid + threads, … of the sub-tile's <c>keys × D/8</c>; one key-row computation per chunk serves its K and V copy;
+    /// slots at or past <paramref name="count"/> are zero-filled (nothing read). Needs D = Dv, D % 8 == 0, 16-byte aligned K and V
+    /// views and rows <paramref name="stride"/> a multiple of 8.
+    /// </summary>
+    public static void StageKeyChunks(
+        BlockSparseParams p, int keys, int first, int count, int batch, int kvHead,
+        ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> kTile, ArrayView<ushort> vTile, int stride, int tid, int threads)
+    {
+        var chunks = p.HeadDim / AsyncCopy.Elements;
+        for (var c = tid; c < keys * chunks; c += threads)
+        {
+            var slot = c / chunks;
+            var column = (c - (slot * chunks)) * AsyncCopy.Elements;
+            var keyRow = ((((long)batch * p.KeyTokens) + first + slot) * p.KvHeads) + kvHead;
+            var at = (slot * stride) + column;
+            var valid = slot < count;
+            AsyncCopy.Copy16(kTile, at, key, (keyRow * p.HeadDim) + column, valid);
+            AsyncCopy.Copy16(vTile, at, value, (keyRow * p.HeadDim) + column, valid);
         }
     }
 

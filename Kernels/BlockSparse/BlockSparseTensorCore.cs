@@ -3,6 +3,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using Natten.Kernels.BlockSparse.Generated;
 using Natten.Kernels.Cuda;
+using Natten.Kernels.Fused;
 using Natten.Kernels.Runtime;
 
 namespace Natten.Kernels.BlockSparse;
@@ -10,7 +11,7 @@ namespace Natten.Kernels.BlockSparse;
 /// <summary>
 /// The tensor-core block-sparse forwards for one 16-bit format, mask and bias, compiled once per accelerator on first
 /// use: the version-1 kernel and the generated register-resident ones (<see cref="BlockSparseRegisterKernels"/>), per
-/// head dimension and fragment-load kind.
+/// head dimension, fragment-load kind and KV staging.
 /// </summary>
 internal sealed class BlockSparseTensorCoreKernelSet<TFormat, TMask, TBias>
     where TFormat : struct, IHalfFormat
@@ -19,7 +20,7 @@ internal sealed class BlockSparseTensorCoreKernelSet<TFormat, TMask, TBias>
 {
     private readonly Accelerator _accelerator;
     private readonly Lazy<BlockSparseForwardLauncher<TMask, TBias>> _general;
-    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads), Lazy<BlockSparseForwardLauncher<TMask, TBias>>> _registers = new();
+    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads, KvStagingKind Staging), Lazy<BlockSparseForwardLauncher<TMask, TBias>>> _registers = new();
 
     public BlockSparseTensorCoreKernelSet(Accelerator accelerator)
     {
@@ -30,15 +31,21 @@ internal sealed class BlockSparseTensorCoreKernelSet<TFormat, TMask, TBias>
     /// <summary>The version-1 kernel (any supported D, Dv).</summary>
     public BlockSparseForwardLauncher<TMask, TBias> Forward => _general.Value;
 
-    /// <summary>The register-resident kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/>.</summary>
-    public BlockSparseForwardLauncher<TMask, TBias> Registers(int headDim, FragmentLoadKind loads)
+    /// <summary>The register-resident kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/> and <paramref name="staging"/>.</summary>
+    public BlockSparseForwardLauncher<TMask, TBias> Registers(int headDim, FragmentLoadKind loads, KvStagingKind staging)
         => _registers.GetOrAdd(
-            (headDim, loads),
-            key => new Lazy<BlockSparseForwardLauncher<TMask, TBias>>(() => Load(
-                _accelerator,
-                key.Loads == FragmentLoadKind.Matrix
-                    ? BlockSparseRegisterKernels.Forward<TFormat, MatrixLoads, TMask, TBias>(key.HeadDim)
-                    : BlockSparseRegisterKernels.Forward<TFormat, ElementLoads, TMask, TBias>(key.HeadDim)))).Value;
+            (headDim, loads, staging),
+            key => new Lazy<BlockSparseForwardLauncher<TMask, TBias>>(() => Load(_accelerator, Kernel(key.HeadDim, key.Loads, key.Staging)))).Value;
+
+    private static Action<BlockSparseParams, BlockSparseTensorCoreTile, BlockList, TMask, TBias, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Kernel(
+        int headDim, FragmentLoadKind loads, KvStagingKind staging)
+        => (loads, staging) switch
+        {
+            (FragmentLoadKind.Matrix, KvStagingKind.Async) => BlockSparseRegisterKernels.Forward<TFormat, MatrixLoads, AsyncStaging, TMask, TBias>(headDim),
+            (FragmentLoadKind.Matrix, _) => BlockSparseRegisterKernels.Forward<TFormat, MatrixLoads, ElementStaging, TMask, TBias>(headDim),
+            (_, KvStagingKind.Async) => BlockSparseRegisterKernels.Forward<TFormat, ElementLoads, AsyncStaging, TMask, TBias>(headDim),
+            _ => BlockSparseRegisterKernels.Forward<TFormat, ElementLoads, ElementStaging, TMask, TBias>(headDim),
+        };
 
     private static BlockSparseForwardLauncher<TMask, TBias> Load(
         Accelerator accelerator,
@@ -55,7 +62,8 @@ internal sealed record BlockSparseForwardLauncher<TMask, TBias>(
 /// <summary>
 /// Host side of the tensor-core block-sparse forward: tile choice, limits, which kernel runs, and the launch. D = Dv
 /// with a generated kernel (<see cref="BlockSparseRegisterKernels"/>: 32, 64, 128) runs the register-resident kernel
-/// (Q, S, P and O fragments in registers, fragments gathered per <see cref="FragmentLoading.Current"/>); other head dims
+/// (Q, S, P and O fragments in registers, fragments gathered per <see cref="FragmentLoading.Current"/>, KV sub-tiles staged per
+/// <see cref="Staging(ComputeDevice, BlockSparseParams, BlockSparseTensorCoreTile)"/>); other head dims
 /// run the version-1 <see cref="BlockSparseTensorCoreKernel"/> (S and P staged in shared memory, O in a local array).
 /// The backward has no tensor-core path (it runs the float32-math kernels).
 /// </summary>
@@ -73,20 +81,54 @@ internal static class BlockSparseTensorCore
     public static bool UsesRegisterKernel(BlockSparseParams p) => p.HeadDim == p.ValueDim && BlockSparseRegisterKernels.Supports(p.HeadDim);
 
     /// <summary>
-    /// Dynamic shared memory in 16-bit words: for the register-resident kernels Q, K and V tiles with rows padded to
-    /// <see cref="BlockSparseRegisterKernels.RowStride"/>; for version 1 Q, K, V and P tiles.
+    /// Dynamic shared memory in 16-bit words with <paramref name="staging"/>: for the register-resident kernels a Q tile and per
+    /// KV buffer (two with <see cref="KvStagingKind.Async"/>, one with <see cref="KvStagingKind.Elements"/>) K and V tiles, rows
+    /// padded to <see cref="BlockSparseRegisterKernels.RowStride"/>; for version 1 Q, K, V and P tiles (no staging choice).
     /// </summary>
-    public static int DynamicSharedWords(BlockSparseParams p, BlockSparseTensorCoreTile tile)
+    public static int DynamicSharedWords(BlockSparseParams p, BlockSparseTensorCoreTile tile, KvStagingKind staging)
         => UsesRegisterKernel(p)
-            ? (tile.Queries + (2 * tile.Keys)) * BlockSparseRegisterKernels.RowStride(p.HeadDim)
+            ? (tile.Queries + (2 * KvStaging.Buffers(staging) * tile.Keys)) * BlockSparseRegisterKernels.RowStride(p.HeadDim)
             : (tile.Queries * p.HeadDim) + (tile.Keys * (p.HeadDim + p.ValueDim)) + (tile.Queries * tile.Keys);
+
+    /// <summary>Dynamic shared memory in 16-bit words with the preferred staging (<see cref="KvStaging.Current"/>).</summary>
+    public static int DynamicSharedWords(BlockSparseParams p, BlockSparseTensorCoreTile tile) => DynamicSharedWords(p, tile, KvStaging.Current);
 
     /// <summary>Static shared memory of the kernel that runs this problem, in bytes.</summary>
     public static int StaticBytes(BlockSparseParams p) => UsesRegisterKernel(p) ? RegisterStaticSharedBytes : StaticSharedBytes;
 
-    /// <summary>Shared memory per group in bytes, static and dynamic.</summary>
-    public static int SharedBytes(BlockSparseParams p, BlockSparseTensorCoreTile tile)
-        => StaticBytes(p) + (DynamicSharedWords(p, tile) * sizeof(ushort));
+    /// <summary>Shared memory per group in bytes, static and dynamic, with <paramref name="staging"/>.</summary>
+    public static int SharedBytes(BlockSparseParams p, BlockSparseTensorCoreTile tile, KvStagingKind staging)
+        => StaticBytes(p) + (DynamicSharedWords(p, tile, staging) * sizeof(ushort));
+
+    /// <summary>Shared memory per group in bytes, static and dynamic, with the preferred staging (<see cref="KvStaging.Current"/>).</summary>
+    public static int SharedBytes(BlockSparseParams p, BlockSparseTensorCoreTile tile) => SharedBytes(p, tile, KvStaging.Current);
+
+    /// <summary>
+    /// The KV staging a register-resident launch of this problem and tile uses on <paramref name="device"/> for aligned views: the
+    /// preferred one (<see cref="KvStaging.Current"/>) when its footprint fits the device's shared memory (beyond 48 KB through the
+    /// CUDA opt-in that <see cref="ComputeDevice.PrepareSharedMemory{TDelegate}(TDelegate, in KernelConfig)"/> sets up), else the single-buffer
+    /// <see cref="KvStagingKind.Elements"/> (which <see cref="Check"/> requires to fit).
+    /// </summary>
+    public static KvStagingKind Staging(ComputeDevice device, BlockSparseParams p, BlockSparseTensorCoreTile tile)
+    {
+        var preferred = KvStaging.Current;
+        return preferred == KvStagingKind.Elements
+            || device.CheckSharedMemory(string.Empty, (long)DynamicSharedWords(p, tile, preferred) * sizeof(ushort), StaticBytes(p)) is not null
+            ? KvStagingKind.Elements
+            : preferred;
+    }
+
+    /// <summary>
+    /// <see cref="Staging(ComputeDevice, BlockSparseParams, BlockSparseTensorCoreTile)"/> for these views:
+    /// <see cref="KvStagingKind.Elements"/> where 16-byte copies cannot read them (D not a multiple of 8, D ≠ Dv, or a K or V view
+    /// whose start is not 16-byte aligned, e.g. a sub-view at an odd element offset: <see cref="KvStaging.Aligned"/>).
+    /// </summary>
+    public static KvStagingKind Staging(
+        ComputeDevice device, BlockSparseParams p, BlockSparseTensorCoreTile tile, ArrayView<ushort> key, ArrayView<ushort> value)
+    {
+        var aligned = p.HeadDim % AsyncCopy.Elements == 0 && p.ValueDim == p.HeadDim && KvStaging.Aligned(key) && KvStaging.Aligned(value);
+        return aligned ? Staging(device, p, tile) : KvStagingKind.Elements;
+    }
 
     /// <summary>
     /// The tile for a problem: with no requested work split, 64 queries (32 when D or Dv exceeds 128) and KV
@@ -127,7 +169,9 @@ internal static class BlockSparseTensorCore
             return $"tile {tile} needs {tile.Warps * 32} threads per group; {device.Name} allows {accelerator.MaxNumThreadsPerGroup}";
         }
 
-        if (device.CheckSharedMemory($"tile {tile} with D={p.HeadDim}, Dv={p.ValueDim}", (long)DynamicSharedWords(p, tile) * sizeof(ushort), StaticBytes(p)) is { } why)
+        // The single-buffer footprint must fit; the launch double-buffers where that fits too (Staging).
+        if (device.CheckSharedMemory(
+                $"tile {tile} with D={p.HeadDim}, Dv={p.ValueDim}", (long)DynamicSharedWords(p, tile, KvStagingKind.Elements) * sizeof(ushort), StaticBytes(p)) is { } why)
         {
             return why;
         }
@@ -149,11 +193,13 @@ internal static class BlockSparseTensorCore
         where TBias : struct, IScoreBias
     {
         var kernels = device.Kernels(a => new BlockSparseTensorCoreKernelSet<TFormat, TMask, TBias>(a));
+        var registers = UsesRegisterKernel(p);
+        var staging = registers ? Staging(device, p, tile, key, value) : KvStagingKind.Elements;
         var config = new KernelConfig(
             new Index3D(p.QueryBlocks * tile.QueryGroupsPerBlock(p.QueryBlock), p.Heads, p.Batch),
             new Index3D(tile.Warps * 32, 1, 1),
-            SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile)));
-        var kernel = UsesRegisterKernel(p) ? kernels.Registers(p.HeadDim, FragmentLoading.Current) : kernels.Forward;
+            SharedMemoryConfig.RequestDynamic<ushort>(DynamicSharedWords(p, tile, staging)));
+        var kernel = registers ? kernels.Registers(p.HeadDim, FragmentLoading.Current, staging) : kernels.Forward;
         device.PrepareSharedMemory(kernel.Launch, config);
         kernel.Launch(stream, config, p, tile, blocks, mask, bias, query, key, value, output, lse, lse.Length > 0 ? 1 : 0);
     }

@@ -141,19 +141,22 @@ internal static class KernelCatalog
             }
         }
 
-        // The generated register-resident block-sparse forwards (ldmatrix): per head dim each format with full blocks and no
-        // bias, one partial-block mask, each bias with one format; element loads once (fp16, D = 64). Each instance also
-        // compiles the full-block (AllowAll) path next to its mask's.
+        // The generated register-resident block-sparse forwards (ldmatrix, cp.async double-buffered KV staging: the defaults): per
+        // head dim each format with full blocks and no bias, one partial-block mask, each bias with one format; at D = 64 element
+        // loads once and the synchronous element staging once (the fallback for unaligned views or a double buffer that does not
+        // fit; fp16). Each instance also compiles the full-block (AllowAll) path next to its mask's.
         foreach (var (kernel, method) in BlockSparseRegisterKernels.EntryPoints)
         {
-            AddEntry(kernel, method, true, true, true, typeof(Fp16Format), typeof(MatrixLoads), typeof(AllowAll), typeof(NoBias));
-            AddEntry(kernel, method, true, true, true, typeof(Bf16Format), typeof(MatrixLoads), typeof(AllowAll), typeof(NoBias));
-            AddEntry(kernel, method, true, true, true, typeof(Fp16Format), typeof(MatrixLoads), typeof(SlidingWindowMask), typeof(NoBias));
-            AddEntry(kernel, method, true, true, true, typeof(Fp16Format), typeof(MatrixLoads), typeof(AllowAll), typeof(DenseBias));
-            AddEntry(kernel, method, true, true, true, typeof(Bf16Format), typeof(MatrixLoads), typeof(AllowAll), typeof(RelativePositionBias));
+            var (matrix, staging) = (typeof(MatrixLoads), typeof(AsyncStaging));
+            AddEntry(kernel, method, true, true, true, typeof(Fp16Format), matrix, staging, typeof(AllowAll), typeof(NoBias));
+            AddEntry(kernel, method, true, true, true, typeof(Bf16Format), matrix, staging, typeof(AllowAll), typeof(NoBias));
+            AddEntry(kernel, method, true, true, true, typeof(Fp16Format), matrix, staging, typeof(SlidingWindowMask), typeof(NoBias));
+            AddEntry(kernel, method, true, true, true, typeof(Fp16Format), matrix, staging, typeof(AllowAll), typeof(DenseBias));
+            AddEntry(kernel, method, true, true, true, typeof(Bf16Format), matrix, staging, typeof(AllowAll), typeof(RelativePositionBias));
             if (kernel == typeof(BlockSparseTensorCoreKernelD64))
             {
-                AddEntry(kernel, method, true, true, true, typeof(Fp16Format), typeof(ElementLoads), typeof(AllowAll), typeof(NoBias));
+                AddEntry(kernel, method, true, true, true, typeof(Fp16Format), typeof(ElementLoads), staging, typeof(AllowAll), typeof(NoBias));
+                AddEntry(kernel, method, true, true, true, typeof(Fp16Format), matrix, typeof(ElementStaging), typeof(SlidingWindowMask), typeof(NoBias));
             }
         }
 

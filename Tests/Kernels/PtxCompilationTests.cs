@@ -78,6 +78,30 @@ public sealed class PtxCompilationTests
         return count;
     }
 
+    /// <summary>
+    /// The generated block-sparse forwards are in the catalog with the cp.async staging (the default) for every head dim and with the
+    /// element staging once, so <see cref="Compiles_to_ptx"/> checks both; one variant's PTX: 4 copies (K and V, prologue and loop),
+    /// commits and <c>wait_group 1</c>.
+    /// </summary>
+    [Test]
+    public void Block_sparse_register_forwards_stage_with_cp_async()
+    {
+        var names = KernelCatalog.All.Select(e => e.Name).Where(n => n.StartsWith("BlockSparseTensorCoreKernelD", StringComparison.Ordinal)).ToList();
+        foreach (var d in Natten.Kernels.BlockSparse.Generated.BlockSparseRegisterKernels.HeadDims)
+        {
+            Assert.That(names.Count(n => n.StartsWith($"BlockSparseTensorCoreKernelD{d}.", StringComparison.Ordinal) && n.Contains("AsyncStaging", StringComparison.Ordinal)), Is.GreaterThan(0), $"D{d}");
+        }
+
+        Assert.That(names.Count(n => n.Contains("ElementStaging", StringComparison.Ordinal)), Is.EqualTo(1));
+        var entry = KernelCatalog.All.First(e => e.Name == "BlockSparseTensorCoreKernelD32.Forward<Fp16Format, MatrixLoads, AsyncStaging, AllowAll, NoBias>");
+        var ptx = PtxInspection.CompileGrouped(entry.Method);
+        Assert.That(CountOf(ptx, "cp.async.cg.shared.global"), Is.EqualTo(4), "K and V copies, in the prologue and in the loop");
+        // ILGPU places the loop's commit and wait on both paths of `ahead < steps` (3 commits, 2 waits in the PTX, as in the NA forward).
+        Assert.That(CountOf(ptx, "cp.async.commit_group;"), Is.GreaterThanOrEqualTo(2), "prologue and loop");
+        Assert.That(CountOf(ptx, "cp.async.wait_group 1;"), Is.GreaterThanOrEqualTo(1));
+        Assert.That(ptx, Does.Not.Contain("cp.async.wait_group 0;"));
+    }
+
     [Test]
     public void Inspect_reads_depots_and_shared_arrays()
     {

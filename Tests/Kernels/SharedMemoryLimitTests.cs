@@ -160,8 +160,25 @@ public sealed class SharedMemoryLimitTests
         Assert.That(BlockSparseLauncher.Check(plain, sparse, sparseTiles, backward: false), Does.Contain("bytes of shared memory").And.Contain($"allows {DefaultLimit}"));
         Assert.That(BlockSparseLauncher.Check(optIn, sparse, sparseTiles, backward: false), Is.Null);
         var sparseTensorCore = new BlockSparseTensorCoreTile(64, 64);
-        Assert.That(BlockSparseTensorCore.Check(plain, sparse, sparseTensorCore), Does.Contain($"needs {BlockSparseTensorCore.SharedBytes(sparse, sparseTensorCore)} bytes"));
+        // The register-resident forward (D = Dv = 128, 64 / 64): Check asks for the single buffer (3072 static + (64 + 2·64)·136·2);
+        // the launch double-buffers (cp.async) where (64 + 4·64)·136·2 dynamic bytes fit too.
+        Assert.That(BlockSparseTensorCore.SharedBytes(sparse, sparseTensorCore, KvStagingKind.Elements), Is.EqualTo(55296));
+        Assert.That(BlockSparseTensorCore.SharedBytes(sparse, sparseTensorCore, KvStagingKind.Async), Is.EqualTo(90112));
+        Assert.That(BlockSparseTensorCore.SharedBytes(sparse, sparseTensorCore), Is.EqualTo(90112), "the preferred staging is the asynchronous one");
+        Assert.That(BlockSparseTensorCore.Check(plain, sparse, sparseTensorCore), Does.Contain("needs 55296 bytes"));
         Assert.That(BlockSparseTensorCore.Check(optIn, sparse, sparseTensorCore), Is.Null);
+        Assert.That(BlockSparseTensorCore.Staging(optIn, sparse, sparseTensorCore), Is.EqualTo(KvStagingKind.Async), "90112 bytes fit the opt-in");
+        Assert.That(BlockSparseTensorCore.Staging(CudaLike(80 * 1024), sparse, sparseTensorCore), Is.EqualTo(KvStagingKind.Elements), "room for one buffer only");
+        using (KvStaging.Use(KvStagingKind.Elements))
+        {
+            Assert.That(BlockSparseTensorCore.Staging(optIn, sparse, sparseTensorCore), Is.EqualTo(KvStagingKind.Elements), "NATTEN_KV_STAGING=elements");
+        }
+
+        // The default D = 128 tile (64 queries / 32 keys): 37888 bytes with one buffer, 3072 + (64 + 128)·136·2 = 55296 with two (opt-in).
+        var sparseDefault = BlockSparseTensorCore.Tile(sparse, null, null);
+        Assert.That((sparseDefault.Queries, sparseDefault.Keys), Is.EqualTo((64, 32)));
+        Assert.That(BlockSparseTensorCore.Staging(plain, sparse, sparseDefault), Is.EqualTo(KvStagingKind.Elements), "two buffers need the opt-in");
+        Assert.That(BlockSparseTensorCore.Staging(optIn, sparse, sparseDefault), Is.EqualTo(KvStagingKind.Async));
 
         // Beyond the opt-in limit too: the message names both limits.
         var huge = Params(256, 256);

@@ -6,12 +6,14 @@
 
 using ILGPU;
 using Natten.Kernels.Cuda;
+using Natten.Kernels.Fused;
 
 namespace Natten.Kernels.BlockSparse.Generated;
 
 /// <summary>
 /// The generated register-resident block-sparse tensor-core forwards (D = Dv ∈ {32, 64, 128}), each generic over
-/// the 16-bit format, the fragment loads (<see cref="IFragmentLoads"/>), the element mask and the score bias.
+/// the 16-bit format, the fragment loads (<see cref="IFragmentLoads"/>), the KV staging (<see cref="IKvStaging"/>), the element
+/// mask and the score bias.
 /// </summary>
 internal static class BlockSparseRegisterKernels
 {
@@ -42,16 +44,17 @@ internal static class BlockSparseRegisterKernels
         };
 
     /// <summary>The forward for <paramref name="headDim"/>.</summary>
-    public static Action<BlockSparseParams, BlockSparseTensorCoreTile, BlockList, TMask, TBias, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Forward<TFormat, TLoads, TMask, TBias>(int headDim)
+    public static Action<BlockSparseParams, BlockSparseTensorCoreTile, BlockList, TMask, TBias, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int> Forward<TFormat, TLoads, TStaging, TMask, TBias>(int headDim)
         where TFormat : struct, IHalfFormat
         where TLoads : struct, IFragmentLoads
+        where TStaging : struct, IKvStaging
         where TMask : struct, IElementMask
         where TBias : struct, IScoreBias
         => headDim switch
         {
-            32 => BlockSparseTensorCoreKernelD32.Forward<TFormat, TLoads, TMask, TBias>,
-            64 => BlockSparseTensorCoreKernelD64.Forward<TFormat, TLoads, TMask, TBias>,
-            128 => BlockSparseTensorCoreKernelD128.Forward<TFormat, TLoads, TMask, TBias>,
+            32 => BlockSparseTensorCoreKernelD32.Forward<TFormat, TLoads, TStaging, TMask, TBias>,
+            64 => BlockSparseTensorCoreKernelD64.Forward<TFormat, TLoads, TStaging, TMask, TBias>,
+            128 => BlockSparseTensorCoreKernelD128.Forward<TFormat, TLoads, TStaging, TMask, TBias>,
             _ => throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "no generated register-resident block-sparse kernel for this head dimension"),
         };
 

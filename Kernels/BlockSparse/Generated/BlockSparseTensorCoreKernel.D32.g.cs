@@ -16,7 +16,8 @@ namespace Natten.Kernels.BlockSparse.Generated;
 /// Block-sparse attention forward on tensor cores for D = Dv = 32, FlashAttention-2 style with every fragment in
 /// registers. One group per (slice of 16·W queries of a query block, head, batch) as in <see cref="BlockSparseTensorCoreKernel"/>;
 /// each warp owns 16 query rows. Q fragments are loaded once; the group walks its query block's key-block list and
-/// stages each listed block in KV sub-tiles; per chunk of 64 keys: S = Q·Kᵀ into 8 m16n8 tiles, scale, bias and
+/// stages each listed block in KV sub-tiles (one flat walk over (entry, sub-tile) steps, staged per TStaging: cp.async
+/// double-buffered or element by element); per chunk of 64 keys: S = Q·Kᵀ into 8 m16n8 tiles, scale, bias and
 /// (partial blocks only) the element mask per element, the online softmax in exp2 with quad shuffles, P packed to
 /// 16-bit pairs as the A fragments of P·V, and O += P·V into 4 m16n8 tiles. Without <c>mma.sync</c> the same calls
 /// run through <see cref="TensorCore.Emulate{TFormat}"/> (control flow is uniform over the group, as the emulation's
@@ -65,13 +66,16 @@ internal static class BlockSparseTensorCoreKernelD32
     /// <summary>
     /// The kernel: same parameters and semantics as <see cref="BlockSparseTensorCoreKernel.Forward{TFormat, TMask, TBias}"/>
     /// (p.HeadDim = p.ValueDim = HeadDim). <typeparamref name="TLoads"/> gathers the Q, K and V fragments from shared memory
-    /// (<c>ldmatrix</c> or element loads). A row that sees no key gets output 0 and LSE −∞.
+    /// (<c>ldmatrix</c> or element loads); <typeparamref name="TStaging"/> stages the KV sub-tiles (<see cref="AsyncStaging"/>:
+    /// 16-byte <c>cp.async</c> into two buffers, one sub-tile ahead; <see cref="ElementStaging"/>: synchronous, one buffer).
+    /// A row that sees no key gets output 0 and LSE −∞.
     /// </summary>
-    public static void Forward<TFormat, TLoads, TMask, TBias>(
+    public static void Forward<TFormat, TLoads, TStaging, TMask, TBias>(
         BlockSparseParams p, BlockSparseTensorCoreTile tile, BlockList blocks, TMask mask, TBias bias,
         ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<ushort> output, ArrayView<float> lse, int writeLse)
         where TFormat : struct, IHalfFormat
         where TLoads : struct, IFragmentLoads
+        where TStaging : struct, IKvStaging
         where TMask : struct, IElementMask
         where TBias : struct, IScoreBias
     {
@@ -99,11 +103,26 @@ internal static class BlockSparseTensorCoreKernelD32
         var scratch = scratchAll.SubView(warp * TensorCore.ScratchWordsPerWarp, TensorCore.ScratchWordsPerWarp);
         var keys = tile.Keys;
 
-        // Dynamic shared memory (16-bit words, rows RowStride apart): Q [tile.Queries], K and V [KV sub-tile].
+        // Dynamic shared memory (16-bit words, rows RowStride apart): Q [tile.Queries], then TStaging.Buffers KV buffers, each
+        // K [KV sub-tile] followed by V [KV sub-tile].
         var shared = SharedMemory.GetDynamic<ushort>();
         var qTile = shared.SubView(0, tile.Queries * RowStride);
-        var kTile = shared.SubView(tile.Queries * RowStride, keys * RowStride);
-        var vTile = shared.SubView((tile.Queries + keys) * RowStride, keys * RowStride);
+        var kvStart = tile.Queries * RowStride;
+        var kvWords = 2 * keys * RowStride;
+
+        // The query block's key blocks (uniform over the group), walked as one flat sequence of steps: step s is KV sub-tile
+        // s % perBlock of list entry s / perBlock (BlockSparseRegisterTile.Steps / Step), so the prefetch of step + 1 crosses
+        // from one listed block to the next.
+        var listRow = p.ForwardRow(batch, head, queryBlock);
+        var listStart = blocks.Offsets[listRow];
+        var steps = BlockSparseRegisterTile.Steps(p, blocks, listStart, blocks.Offsets[listRow + 1], keys);
+
+        // Asynchronous staging runs one sub-tile ahead: step 0's copies fly while Q is staged.
+        if (TStaging.Lookahead > 0 && steps > 0)
+        {
+            BlockSparseRegisterTile.Stage<TStaging>(p, blocks, listStart, keys, 0, batch, kvHead, key, value, shared.SubView(kvStart, kvWords), RowStride, tid, threads);
+            TStaging.Commit();
+        }
 
         // Q once: staged (unscaled; rows past the slice zero), then this warp's 16 rows into A fragments that stay in registers.
         BlockSparseRegisterTile.StageQuery(p, first, end, tile.Queries, batch, head, query, qTile, RowStride, tid, threads);
@@ -117,32 +136,39 @@ internal static class BlockSparseTensorCoreKernelD32
         var queryBottom = first + localTop + 8 < end ? first + localTop + 8 : -1;
         var scoreScale = p.Scale * FnaRegisterTile.Log2E;
 
-        // The query block's key blocks (uniform over the group): full ones without the element mask, partial ones with it.
-        var listRow = p.ForwardRow(batch, head, queryBlock);
-        var listEnd = blocks.Offsets[listRow + 1];
-        for (var e = blocks.Offsets[listRow]; e < listEnd; e++)
+        for (var step = 0; step < steps; step++)
         {
-            var entry = blocks.Entries[e];
-            var partial = BlockList.IsPartial(entry);
-            var keyStart = BlockList.Block(entry) * p.KeyBlock;
-            var keyEnd = XMath.Min(keyStart + p.KeyBlock, p.KeyTokens);
-            for (var start = keyStart; start < keyEnd; start += keys)
+            // Every warp is done with the buffer the copies below overwrite: step − 1's (two buffers) or this one's (one).
+            Group.Barrier();
+            var ahead = step + TStaging.Lookahead;
+            if (ahead < steps)
             {
-                var count = XMath.Min(keys, keyEnd - start);
-                Group.Barrier(); // every warp is done with the previous sub-tile's K and V
-                BlockSparseRegisterTile.StageKeys(p, keys, start, count, batch, kvHead, key, value, kTile, vTile, RowStride, tid, threads);
-                Group.Barrier();
-                var pairs = new BlockSparsePairs(batch, head, queryTop, queryBottom, start, count);
-                for (var chunk = 0; chunk < count; chunk += KeyChunk)
+                BlockSparseRegisterTile.Stage<TStaging>(
+                    p, blocks, listStart, keys, ahead, batch, kvHead, key, value, shared.SubView(kvStart + (ahead % TStaging.Buffers * kvWords), kvWords),
+                    RowStride, tid, threads);
+            }
+
+            // One group per step (empty near the end), so waiting for all but the newest Lookahead groups is waiting for step's
+            // copies; the barrier then makes every thread's copies visible.
+            TStaging.Commit();
+            TStaging.Wait();
+            Group.Barrier();
+            var kvAt = kvStart + (step % TStaging.Buffers * kvWords);
+            var kTile = shared.SubView(kvAt, keys * RowStride);
+            var vTile = shared.SubView(kvAt + (keys * RowStride), keys * RowStride);
+
+            // Full blocks without the element mask, partial ones with it; a step with no keys (count ≤ 0) computes nothing.
+            BlockSparseRegisterTile.Step(p, blocks, listStart, keys, step, out var partial, out var start, out var count);
+            var pairs = new BlockSparsePairs(batch, head, queryTop, queryBottom, start, count);
+            for (var chunk = 0; chunk < count; chunk += KeyChunk)
+            {
+                if (partial)
                 {
-                    if (partial)
-                    {
-                        Chunk<TFormat, TLoads, TMask, TBias>(ref q, ref o, ref rows, kTile, vTile, chunk, count, mask, bias, pairs, scoreScale, t, scratch);
-                    }
-                    else
-                    {
-                        Chunk<TFormat, TLoads, AllowAll, TBias>(ref q, ref o, ref rows, kTile, vTile, chunk, count, default, bias, pairs, scoreScale, t, scratch);
-                    }
+                    Chunk<TFormat, TLoads, TMask, TBias>(ref q, ref o, ref rows, kTile, vTile, chunk, count, mask, bias, pairs, scoreScale, t, scratch);
+                }
+                else
+                {
+                    Chunk<TFormat, TLoads, AllowAll, TBias>(ref q, ref o, ref rows, kTile, vTile, chunk, count, default, bias, pairs, scoreScale, t, scratch);
                 }
             }
         }
