@@ -153,7 +153,18 @@ blocksparse_one() {
   rm -f "$dir"/*.npy
   echo "block-sparse $id: $(tail -n 1 "$dir/anchor.jsonl" | cut -c1-300)"
 }
-blocksparse() { for p in "${blocksparse[@]}"; do step "blocksparse ${p%%|*}" 60 blocksparse_one "$p"; done; }
+# The fused block-sparse forward with synchronous staging (NATTEN_KV_STAGING=elements) on two patterns: does cp.async pay?
+blocksparse_sync_one() {
+  local id shape pattern block
+  IFS='|' read -r id shape pattern block <<< "$1"
+  NATTEN_KV_STAGING=elements natten profile --pattern "$pattern" --shape "$shape" --heads "$BS_HEADS" --dim "$BS_DIM" \
+    --block-size "$block" --dtype fp16 --backend fused --warmup 2 --repeat 10 --json > "$OUT/profile-$id-sync-staging.jsonl" 2>&1
+  echo "block-sparse $id (sync staging): $(grep -o '"ms_median":[0-9.e+-]*' "$OUT/profile-$id-sync-staging.jsonl" | head -n 1)"
+}
+blocksparse() {
+  for p in "${blocksparse[@]}"; do step "blocksparse ${p%%|*}" 60 blocksparse_one "$p"; done
+  for p in "${blocksparse[@]}"; do case "${p%%|*}" in bs-sliding|bs-causal) step "blocksparse ${p%%|*} sync" 30 blocksparse_sync_one "$p";; esac; done
+}
 
 # --- sanitize: compute-sanitizer memcheck on the self-test's tensor-core problems, racecheck on one small one ------
 # (issue #5). The tool comes with the CUDA toolkit or the pip wheel nvidia-cuda-sanitizer-api; without it the phase

@@ -123,7 +123,8 @@ def check_table(out):
 
 
 def blocksparse_table(out):
-    lines = ["| id | check | ours fused ms | ours naive ms | fused/naive | FlexAttention ms | masked SDPA ms | dense SDPA ms |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| id | check | ours fused ms | fused, sync staging ms | ours naive ms | fused/naive | FlexAttention ms | masked SDPA ms | dense SDPA ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for d in sorted(glob.glob(os.path.join(out, "bs-*"))):
         if not os.path.isdir(d):
             continue
@@ -135,6 +136,8 @@ def blocksparse_table(out):
         fused = first(prof, backend="fused", **{"pass": "forward"})
         naive = first(prof, backend="naive", **{"pass": "forward"})
         fms = fused.get("ms_median") if fused else None
+        sync = first(json_lines(os.path.join(out, f"profile-{pid}-sync-staging.jsonl")), backend="fused", **{"pass": "forward"})
+        sms = sync.get("ms_median") if sync else None
         nms = naive.get("ms_median") if naive else None
         def pick(row, *keys):
             for k in keys:
@@ -142,7 +145,7 @@ def blocksparse_table(out):
                     return row[k]
             return None
         lines.append("| " + " | ".join([
-            pid, json.dumps(check)[:120].replace("|", "/") if check else "—", fmt(fms), fmt(nms), (fmt(nms / fms) + "x") if fms and nms else "—",
+            pid, json.dumps(check)[:120].replace("|", "/") if check else "—", fmt(fms), fmt(sms), fmt(nms), (fmt(nms / fms) + "x") if fms and nms else "—",
             fmt(pick(timing, "flex_ms")), fmt(pick(timing, "sdpa_masked_ms", "masked_sdpa_ms")), fmt(pick(timing, "sdpa_dense_ms", "dense_sdpa_ms"))]) + " |")
     return lines
 
