@@ -56,8 +56,8 @@ public sealed class FnaRegisterRegistryGenerator : CodeWriter
         Line();
         Line("/// <summary>");
         Line($"/// The generated register-resident tensor-core kernels (D = Dv ∈ {{{string.Join(", ", HeadDims)}}}): forward, dQ and dK/dV per head");
-        Line("/// dimension, each generic over the 16-bit format and the fragment loads (<see cref=\"IFragmentLoads\"/>); the forward also over");
-        Line("/// the KV staging (<see cref=\"IKvStaging\"/>).");
+        Line("/// dimension, each generic over the 16-bit format, the fragment loads (<see cref=\"IFragmentLoads\"/>) and the staging of the");
+        Line("/// streamed sub-tiles (<see cref=\"IKvStaging\"/>: K and V in the forward and dQ, Q and dO in dK/dV).");
         Line("/// </summary>");
         Line("internal static class FnaRegisterKernels");
         Open();
@@ -71,15 +71,15 @@ public sealed class FnaRegisterRegistryGenerator : CodeWriter
         Switch("int", "RowStride", string.Empty, d => $"FnaTensorCoreKernelD{d}.RowStride");
         Line();
         Line("/// <summary>The forward for <paramref name=\"headDim\"/>.</summary>");
-        Switch(ForwardSignature, "Forward<TFormat, TLoads, TStaging>", ForwardConstraints, d => $"FnaTensorCoreKernelD{d}.Forward<TFormat, TLoads, TStaging>");
+        Switch(ForwardSignature, "Forward<TFormat, TLoads, TStaging>", StagedConstraints, d => $"FnaTensorCoreKernelD{d}.Forward<TFormat, TLoads, TStaging>");
         Line();
         Line("/// <summary>The query-gradient kernel for <paramref name=\"headDim\"/>.</summary>");
-        Switch(QueryGradSignature, "QueryGrad<TFormat, TLoads>", Constraints, d => $"FnaTensorCoreQueryGradKernelD{d}.QueryGrad<TFormat, TLoads>");
+        Switch(QueryGradSignature, "QueryGrad<TFormat, TLoads, TStaging>", StagedConstraints, d => $"FnaTensorCoreQueryGradKernelD{d}.QueryGrad<TFormat, TLoads, TStaging>");
         Line();
         Line("/// <summary>The key/value-gradient kernel for <paramref name=\"headDim\"/>.</summary>");
-        Switch(KeyValueGradSignature, "KeyValueGrad<TFormat, TLoads>", Constraints, d => $"FnaTensorCoreKeyValueGradKernelD{d}.KeyValueGrad<TFormat, TLoads>");
+        Switch(KeyValueGradSignature, "KeyValueGrad<TFormat, TLoads, TStaging>", StagedConstraints, d => $"FnaTensorCoreKeyValueGradKernelD{d}.KeyValueGrad<TFormat, TLoads, TStaging>");
         Line();
-        Line("/// <summary>Every generated kernel class with its entry point, for the offline PTX catalog (the forward takes a third type argument, the staging).</summary>");
+        Line("/// <summary>Every generated kernel class with its entry point, for the offline PTX catalog (each takes the format, the loads and the staging).</summary>");
         Line("public static IReadOnlyList<(Type Kernel, string Method)> EntryPoints { get; } =");
         Line("[");
         foreach (var d in HeadDims)
@@ -94,7 +94,7 @@ public sealed class FnaRegisterRegistryGenerator : CodeWriter
         return Text;
     }
 
-    private static string ForwardConstraints => Constraints + " where TStaging : struct, IKvStaging";
+    private static string StagedConstraints => Constraints + " where TStaging : struct, IKvStaging";
 
     private static string Constraints => "where TFormat : struct, IHalfFormat where TLoads : struct, IFragmentLoads";
 

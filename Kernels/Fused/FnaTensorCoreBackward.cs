@@ -14,8 +14,8 @@ internal sealed class FnaTensorCoreBackwardKernelSet<TFormat, TStorage>
     where TStorage : struct, IElementStorage<ushort>
 {
     private readonly Accelerator _accelerator;
-    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads), Lazy<QueryGradLauncher>> _registerQueryGrad = new();
-    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads), Lazy<KeyValueGradLauncher>> _registerKeyValueGrad = new();
+    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads, KvStagingKind Staging), Lazy<QueryGradLauncher>> _registerQueryGrad = new();
+    private readonly ConcurrentDictionary<(int HeadDim, FragmentLoadKind Loads, KvStagingKind Staging), Lazy<KeyValueGradLauncher>> _registerKeyValueGrad = new();
 
     public FnaTensorCoreBackwardKernelSet(Accelerator accelerator)
     {
@@ -33,28 +33,44 @@ internal sealed class FnaTensorCoreBackwardKernelSet<TFormat, TStorage>
     /// <summary>The version-1 dQ kernel (any supported D, Dv).</summary>
     public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> QueryGrad { get; }
 
-    /// <summary>The generated register-resident dQ kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/>, compiled on first use.</summary>
-    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> RegisterQueryGrad(int headDim, FragmentLoadKind loads)
+    /// <summary>
+    /// The generated register-resident dQ kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/> and the KV
+    /// <paramref name="staging"/>, compiled on first use.
+    /// </summary>
+    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> RegisterQueryGrad(
+        int headDim, FragmentLoadKind loads, KvStagingKind staging)
         => _registerQueryGrad.GetOrAdd(
-            (headDim, loads),
+            (headDim, loads, staging),
             key => new Lazy<QueryGradLauncher>(() => new(LoadQueryGrad(
                 _accelerator,
-                key.Loads == FragmentLoadKind.Matrix
-                    ? FnaRegisterKernels.QueryGrad<TFormat, MatrixLoads>(key.HeadDim)
-                    : FnaRegisterKernels.QueryGrad<TFormat, ElementLoads>(key.HeadDim))))).Value.Launch;
+                (key.Loads, key.Staging) switch
+                {
+                    (FragmentLoadKind.Matrix, KvStagingKind.Async) => FnaRegisterKernels.QueryGrad<TFormat, MatrixLoads, AsyncStaging>(key.HeadDim),
+                    (FragmentLoadKind.Matrix, _) => FnaRegisterKernels.QueryGrad<TFormat, MatrixLoads, ElementStaging>(key.HeadDim),
+                    (_, KvStagingKind.Async) => FnaRegisterKernels.QueryGrad<TFormat, ElementLoads, AsyncStaging>(key.HeadDim),
+                    _ => FnaRegisterKernels.QueryGrad<TFormat, ElementLoads, ElementStaging>(key.HeadDim),
+                })))).Value.Launch;
 
     /// <summary>The version-1 dK/dV kernel (any supported D, Dv).</summary>
     public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> KeyValueGrad { get; }
 
-    /// <summary>The generated register-resident dK/dV kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/>, compiled on first use.</summary>
-    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> RegisterKeyValueGrad(int headDim, FragmentLoadKind loads)
+    /// <summary>
+    /// The generated register-resident dK/dV kernel for D = Dv = <paramref name="headDim"/> with <paramref name="loads"/> and the
+    /// Q/dO <paramref name="staging"/>, compiled on first use.
+    /// </summary>
+    public Action<AcceleratorStream, KernelConfig, ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> RegisterKeyValueGrad(
+        int headDim, FragmentLoadKind loads, KvStagingKind staging)
         => _registerKeyValueGrad.GetOrAdd(
-            (headDim, loads),
+            (headDim, loads, staging),
             key => new Lazy<KeyValueGradLauncher>(() => new(LoadKeyValueGrad(
                 _accelerator,
-                key.Loads == FragmentLoadKind.Matrix
-                    ? FnaRegisterKernels.KeyValueGrad<TFormat, MatrixLoads>(key.HeadDim)
-                    : FnaRegisterKernels.KeyValueGrad<TFormat, ElementLoads>(key.HeadDim))))).Value.Launch;
+                (key.Loads, key.Staging) switch
+                {
+                    (FragmentLoadKind.Matrix, KvStagingKind.Async) => FnaRegisterKernels.KeyValueGrad<TFormat, MatrixLoads, AsyncStaging>(key.HeadDim),
+                    (FragmentLoadKind.Matrix, _) => FnaRegisterKernels.KeyValueGrad<TFormat, MatrixLoads, ElementStaging>(key.HeadDim),
+                    (_, KvStagingKind.Async) => FnaRegisterKernels.KeyValueGrad<TFormat, ElementLoads, AsyncStaging>(key.HeadDim),
+                    _ => FnaRegisterKernels.KeyValueGrad<TFormat, ElementLoads, ElementStaging>(key.HeadDim),
+                })))).Value.Launch;
 
     public Action<AcceleratorStream, KernelConfig, ProblemParams, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> AdditionalKeyValueGrad { get; }
 
@@ -78,7 +94,8 @@ internal sealed record KeyValueGradLauncher(
 /// <summary>
 /// Host side of the tensor-core backward: limits, which kernels run, and the launch sequence (workspace: the row term D
 /// only). When D = Dv has generated kernels (<see cref="FnaRegisterKernels"/>: 32, 64, 128) dQ and dK/dV run on the
-/// register-resident ones, otherwise on the
+/// register-resident ones (their streamed sub-tiles staged like the forward's KV: 16-byte <c>cp.async</c>, double-buffered,
+/// where the views are aligned and two buffers fit, else element by element), otherwise on the
 /// version-1 <see cref="FnaTensorCoreBackwardKernels"/>. The additional tokens' dK/dV always come from
 /// <see cref="FnaBackwardKernels.AdditionalKeyValueGrad{T, TStorage}"/>.
 /// </summary>
@@ -92,12 +109,48 @@ internal static class FnaTensorCoreBackward
     public static bool UsesRegisterKernels(ProblemParams p) => FnaTensorCore.UsesRegisterKernel(p);
 
     /// <summary>
-    /// Dynamic shared memory of either generated kernel in 16-bit words: two regions of max(query tile, KV sub-tile)
-    /// padded rows (dQ: Q, dO then K, V; dK/dV: K, V then Q, dO).
+    /// Dynamic shared memory of either generated kernel in 16-bit words with <paramref name="staging"/>, in padded rows: per
+    /// buffer a sub-tile pair of KV sub-tile rows each (dQ: K, V; dK/dV: Q, dO), and the group's own pair of query-tile rows
+    /// each (dQ: Q, dO; dK/dV: K, V), read once into registers, which the buffers past the first Lookahead overlap. One buffer
+    /// (<see cref="KvStagingKind.Elements"/>): 2 · max(query tile, KV sub-tile) rows; two (<see cref="KvStagingKind.Async"/>):
+    /// 2 · KV sub-tile + 2 · max(query tile, KV sub-tile) rows.
     /// </summary>
-    public static int RegisterWords(ProblemParams p, FnaTileShape tile)
-        => 2 * Math.Max(tile.QueryTile, tile.KeyTile)
-            * FnaRegisterKernels.RowStride(p.HeadDim);
+    public static int RegisterWords(ProblemParams p, FnaTileShape tile, KvStagingKind staging)
+    {
+        var buffers = KvStaging.Buffers(staging);
+        var lookahead = buffers - 1;
+        var pair = 2 * tile.KeyTile;
+        return ((lookahead * pair) + Math.Max(2 * tile.QueryTile, (buffers - lookahead) * pair)) * FnaRegisterKernels.RowStride(p.HeadDim);
+    }
+
+    /// <summary>
+    /// The staging a generated backward kernel of this problem and tile uses on <paramref name="device"/>: the preferred one
+    /// (<see cref="KvStaging.Current"/>, <c>NATTEN_KV_STAGING</c>) where the views it streams with 16-byte copies are
+    /// <paramref name="aligned"/> and its footprint fits the device's shared memory, else <see cref="KvStagingKind.Elements"/>
+    /// (whose footprint <see cref="Check"/> requires to fit) — the forward's rule.
+    /// </summary>
+    public static KvStagingKind Staging(ComputeDevice device, ProblemParams p, FnaTileShape tile, bool aligned)
+    {
+        var preferred = KvStaging.Current;
+        return preferred == KvStagingKind.Elements || !aligned || p.HeadDim % AsyncCopy.Elements != 0 || p.ValueDim != p.HeadDim
+            || device.CheckSharedMemory(string.Empty, (long)RegisterWords(p, tile, preferred) * sizeof(ushort), RegisterStaticSharedBytes) is not null
+            ? KvStagingKind.Elements
+            : preferred;
+    }
+
+    /// <summary>The dQ kernel's staging for these K, V (and, when used, additional K, V) views (<see cref="Staging(ComputeDevice, ProblemParams, FnaTileShape, bool)"/>).</summary>
+    public static KvStagingKind QueryGradStaging(
+        ComputeDevice device, ProblemParams p, FnaTileShape tile, ArrayView<ushort> key, ArrayView<ushort> value,
+        ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue)
+        => Staging(
+            device, p, tile,
+            KvStaging.Aligned(key) && KvStaging.Aligned(value)
+                && (p.AdditionalTokens == 0 || (KvStaging.Aligned(additionalKey) && KvStaging.Aligned(additionalValue))));
+
+    /// <summary>The dK/dV kernel's staging for these Q and dO views (<see cref="Staging(ComputeDevice, ProblemParams, FnaTileShape, bool)"/>).</summary>
+    public static KvStagingKind KeyValueGradStaging(
+        ComputeDevice device, ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> outputGrad)
+        => Staging(device, p, tile, KvStaging.Aligned(query) && KvStaging.Aligned(outputGrad));
 
     public const int StaticSharedBytes =
         ((2 * FnaTensorCoreBackwardKernels.MaxScores) + (2 * FnaTensorCoreBackwardKernels.MaxScores / 16)) * sizeof(float)
@@ -125,7 +178,8 @@ internal static class FnaTensorCoreBackward
         }
 
         var registers = UsesRegisterKernels(p);
-        var words = registers ? RegisterWords(p, tile) : Math.Max(QueryGradWords(p, tile), KeyValueGradWords(p, tile));
+        // The single-buffer footprint must fit; the launch double-buffers where that fits too (Staging).
+        var words = registers ? RegisterWords(p, tile, KvStagingKind.Elements) : Math.Max(QueryGradWords(p, tile), KeyValueGradWords(p, tile));
         return device.CheckSharedMemory(
                 $"the tensor-core backward with tile shape {tile}, D={p.HeadDim}, Dv={p.ValueDim}", (long)words * sizeof(ushort),
                 registers ? RegisterStaticSharedBytes : StaticSharedBytes)
@@ -146,14 +200,16 @@ internal static class FnaTensorCoreBackward
             * p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
         var group = new Index3D(tile.QueryTile * 2, 1, 1);
         var registers = UsesRegisterKernels(p);
-        var queryGradKernel = registers ? kernels.RegisterQueryGrad(p.HeadDim, FragmentLoading.Current) : kernels.QueryGrad;
+        var queryStaging = registers ? QueryGradStaging(device, p, tile, key, value, additionalKey, additionalValue) : KvStagingKind.Elements;
+        var queryGradKernel = registers ? kernels.RegisterQueryGrad(p.HeadDim, FragmentLoading.Current, queryStaging) : kernels.QueryGrad;
         var queryConfig = new KernelConfig(
             new Index3D(tiles, p.Heads, p.Batch), group,
-            SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile) : QueryGradWords(p, tile)));
-        var keyValueGradKernel = registers ? kernels.RegisterKeyValueGrad(p.HeadDim, FragmentLoading.Current) : kernels.KeyValueGrad;
+            SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile, queryStaging) : QueryGradWords(p, tile)));
+        var keyValueStaging = registers ? KeyValueGradStaging(device, p, tile, query, outputGrad) : KvStagingKind.Elements;
+        var keyValueGradKernel = registers ? kernels.RegisterKeyValueGrad(p.HeadDim, FragmentLoading.Current, keyValueStaging) : kernels.KeyValueGrad;
         var keyValueConfig = new KernelConfig(
             new Index3D(tiles, p.KvHeads, p.Batch), group,
-            SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile) : KeyValueGradWords(p, tile)));
+            SharedMemoryConfig.RequestDynamic<ushort>(registers ? RegisterWords(p, tile, keyValueStaging) : KeyValueGradWords(p, tile)));
         var additionalConfig = FnaBackward.AdditionalConfig(p);
         device.PrepareSharedMemory(queryGradKernel, queryConfig);
         device.PrepareSharedMemory(keyValueGradKernel, keyValueConfig);

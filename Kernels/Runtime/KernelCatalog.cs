@@ -93,8 +93,9 @@ internal static class KernelCatalog
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.QueryGrad), true, true, format);
             Add(typeof(FnaTensorCoreBackwardKernels), nameof(FnaTensorCoreBackwardKernels.KeyValueGrad), true, true, format);
 
-            // The generated kernels with ldmatrix (the default) for both formats; element loads once (fp16). The forward also takes
-            // the KV staging: cp.async double buffering (the default) in each of those, the synchronous element staging once (fp16).
+            // The generated kernels with ldmatrix (the default) for both formats; element loads once (fp16). Each also takes the
+            // staging of its streamed sub-tiles (forward and dQ: K, V; dK/dV: Q, dO): cp.async double buffering (the default) in
+            // each of those, the synchronous element staging once (fp16).
             foreach (var (kernel, method) in FnaRegisterKernels.EntryPoints)
             {
                 var staged = kernel.GetMethod(method, BindingFlags.Public | BindingFlags.Static)!.GetGenericArguments().Length == 3;

@@ -50,12 +50,23 @@ public sealed class PtxCompilationTests
             Assert.That(report.StaticSharedBytes % 16, Is.Zero, "static shared memory ends on a 16-byte boundary (ldmatrix rows in the dynamic region stay aligned)");
         }
 
-        // The generated forward's KV staging: 16-byte cp.async with zero fill and group waits where it is AsyncStaging, none otherwise.
+        // The generated kernels' staging: 16-byte cp.async with zero fill and group waits where it is AsyncStaging, none otherwise.
         var cpAsync = CountOf(ptx, "cp.async.cg.shared.global");
         if (entry.Name.Contains("AsyncStaging", StringComparison.Ordinal))
         {
             Assert.That(cpAsync, Is.GreaterThan(0), "asynchronous staging emits cp.async.cg.shared.global");
             Assert.That(ptx, Does.Contain("cp.async.commit_group;").And.Contain("cp.async.wait_group 1;"));
+
+            // The generated NA kernels stage two row sets per step, each from the prologue and the loop: the forward and dQ K and V
+            // for neighborhood and additional sub-tiles (8 copies), dK/dV Q and dO (4).
+            if (entry.Name.StartsWith("FnaTensorCoreKernelD", StringComparison.Ordinal) || entry.Name.StartsWith("FnaTensorCoreQueryGradKernelD", StringComparison.Ordinal))
+            {
+                Assert.That(cpAsync, Is.EqualTo(8), "K and V × neighborhood / additional × prologue / loop");
+            }
+            else if (entry.Name.StartsWith("FnaTensorCoreKeyValueGradKernelD", StringComparison.Ordinal))
+            {
+                Assert.That(cpAsync, Is.EqualTo(4), "Q and dO × prologue / loop");
+            }
         }
         else if (entry.Name.Contains("ElementStaging", StringComparison.Ordinal))
         {

@@ -62,6 +62,21 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
                 }
             }
 
+            // Staging (dQ: K, V sub-tiles; dK/dV: Q, dO per query sub-tile and query head): neighborhood sub-tiles, then a full and a
+            // partial (zero-filled) additional-token sub-tile in dQ's loop; two query heads per kv head in dK/dV's, every head a
+            // staging step — both walks refill each buffer more than once. cp.async double buffering (the default) and the
+            // synchronous element staging (NATTEN_KV_STAGING=elements).
+            foreach (var staging in new[] { KvStagingKind.Async, KvStagingKind.Elements })
+            {
+                var name = staging == KvStagingKind.Async ? "async" : "element_staging";
+                yield return Case($"D{d}_fp16_{name}_1D_subtiles_additional_GQA", d, false,
+                    RegisterTensorCoreTests.Visits.Masked | RegisterTensorCoreTests.Visits.Unmasked | RegisterTensorCoreTests.Visits.BufferReuse,
+                    [48], [33], [1], [1], [false], 2, 1, 21, [16], [16], staging: staging);
+            }
+
+            yield return Case($"D{d}_fp16_element_staging_2D_causal_GQA", d, false, RegisterTensorCoreTests.Visits.Masked | RegisterTensorCoreTests.Visits.BufferReuse,
+                [8, 8], [5, 5], [1, 1], [1, 1], [true, false], 2, 1, 0, [4, 4], [4, 4], staging: KvStagingKind.Elements);
+
             // Element loads (NATTEN_FRAGMENT_LOADS=elements) on two shapes per head dimension.
             yield return Case($"D{d}_fp16_elements_1D_causal_dilation_additional", d, false, RegisterTensorCoreTests.Visits.Masked,
                 [33], [5], [1], [2], [true], 1, 1, 21, [16], [16], FragmentLoadKind.Elements);
@@ -81,9 +96,11 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
 
     [TestCaseSource(nameof(Problems))]
     public void GeneratedBackwardMatchesReference(
-        NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, RegisterTensorCoreTests.Visits visits, bool elementLoads)
+        NeighborhoodProblem reference, FusedTiles tiles, bool bfloat16, RegisterTensorCoreTests.Visits visits, bool elementLoads, bool elementStaging)
     {
+        var staging = elementStaging ? KvStagingKind.Elements : KvStagingKind.Async;
         using var pinned = FragmentLoading.Use(elementLoads ? FragmentLoadKind.Elements : FragmentLoadKind.Matrix);
+        using var pinnedStaging = KvStaging.Use(staging);
         var run = new Run(kind, reference, tiles, bfloat16);
         var simulator = new FnaSimulator(run.P, run.Tile, KvTilingMode.Dynamic);
         if (visits.HasFlag(RegisterTensorCoreTests.Visits.Masked))
@@ -96,7 +113,14 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
             Assert.That(simulator.UnmaskedSubTiles, Is.GreaterThan(0), "the case visits sub-tiles inside every window (no-mask path)");
         }
 
-        var grads = run.Backward();
+        if (visits.HasFlag(RegisterTensorCoreTests.Visits.BufferReuse))
+        {
+            var additionalSubTiles = (run.P.AdditionalTokens + run.Tile.KeyTile - 1) / run.Tile.KeyTile;
+            Assert.That(simulator.MaxVisited + additionalSubTiles, Is.GreaterThan(2), "some dQ group stages more than two KV sub-tiles");
+            Assert.That(KeyValueSteps(run.P, run.Tile), Is.GreaterThan(2), "some dK/dV group stages more than two (query sub-tile, head) steps");
+        }
+
+        var grads = run.Backward(expectStaging: (staging, staging));
         var expected = run.ReferenceGradients();
         var tolerance = bfloat16 ? Tolerance.BFloat16Gradient : Tolerance.Float16Gradient;
         Assert.That(TestData.MaxAbsDiff(expected.Query, run.Values(grads.Query)), Is.LessThanOrEqualTo(tolerance), "dQ (generated kernel)");
@@ -107,6 +131,34 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
             Assert.That(TestData.MaxAbsDiff(expected.AdditionalKey, run.Values(grads.AdditionalKey)), Is.LessThanOrEqualTo(tolerance), "d(additional K)");
             Assert.That(TestData.MaxAbsDiff(expected.AdditionalValue, run.Values(grads.AdditionalValue)), Is.LessThanOrEqualTo(tolerance), "d(additional V)");
         }
+    }
+
+    /// <summary>
+    /// Inputs as sub-views at an element offset: K, V and the additional K, V (what dQ streams) at <paramref name="kvOffset"/>, Q
+    /// and dO (what dK/dV streams) at <paramref name="queryOffset"/>. At multiples of 8 elements (16 bytes) the cp.async staging
+    /// runs; at odd offsets that kernel's launcher must take the element staging, independently of the other kernel.
+    /// </summary>
+    [TestCase(1, 0)]
+    [TestCase(0, 3)]
+    [TestCase(8, 8)]
+    public void ViewsAtAnElementOffsetStageCorrectly(int kvOffset, int queryOffset)
+    {
+        var reference = new NeighborhoodProblem
+        {
+            Batch = 1, Spatial = [40], Heads = 2, KvHeads = 1, HeadDim = 32, ValueDim = 32, KernelSize = [17],
+            Stride = [1], Dilation = [1], Causal = [false], AdditionalTokens = 5,
+        };
+        using var pinned = KvStaging.Use(KvStagingKind.Async);
+        var run = new Run(kind, reference, new FusedTiles(AxisValues.PerAxis([16]), AxisValues.PerAxis([16])), false);
+        var grads = run.Backward(
+            kvOffset, queryOffset,
+            (kvOffset % 8 == 0 ? KvStagingKind.Async : KvStagingKind.Elements, queryOffset % 8 == 0 ? KvStagingKind.Async : KvStagingKind.Elements));
+        var expected = run.ReferenceGradients();
+        Assert.That(TestData.MaxAbsDiff(expected.Query, run.Values(grads.Query)), Is.LessThanOrEqualTo(Tolerance.Float16Gradient), "dQ");
+        Assert.That(TestData.MaxAbsDiff(expected.Key, run.Values(grads.Key)), Is.LessThanOrEqualTo(Tolerance.Float16Gradient), "dK");
+        Assert.That(TestData.MaxAbsDiff(expected.Value, run.Values(grads.Value)), Is.LessThanOrEqualTo(Tolerance.Float16Gradient), "dV");
+        Assert.That(TestData.MaxAbsDiff(expected.AdditionalKey, run.Values(grads.AdditionalKey)), Is.LessThanOrEqualTo(Tolerance.Float16Gradient), "d(additional K)");
+        Assert.That(TestData.MaxAbsDiff(expected.AdditionalValue, run.Values(grads.AdditionalValue)), Is.LessThanOrEqualTo(Tolerance.Float16Gradient), "d(additional V)");
     }
 
     public static IEnumerable<TestCaseData> RuleCases()
@@ -185,7 +237,8 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
 
     private static TestCaseData Case(
         string name, int d, bool bfloat16, RegisterTensorCoreTests.Visits visits, int[] spatial, int[] kernel, int[] stride, int[] dilation,
-        bool[] causal, int heads, int kvHeads, int additional, int[] queryTile, int[] keyTile, FragmentLoadKind loads = FragmentLoadKind.Matrix)
+        bool[] causal, int heads, int kvHeads, int additional, int[] queryTile, int[] keyTile, FragmentLoadKind loads = FragmentLoadKind.Matrix,
+        KvStagingKind staging = KvStagingKind.Async)
     {
         var problem = new NeighborhoodProblem
         {
@@ -193,7 +246,29 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
             Stride = stride, Dilation = dilation, Causal = causal, AdditionalTokens = additional,
         };
         var tiles = new FusedTiles(AxisValues.PerAxis(queryTile), AxisValues.PerAxis(keyTile));
-        return new TestCaseData(problem, tiles, bfloat16, visits, loads == FragmentLoadKind.Elements).SetName($"{{m}}({name})");
+        return new TestCaseData(problem, tiles, bfloat16, visits, loads == FragmentLoadKind.Elements, staging == KvStagingKind.Elements).SetName($"{{m}}({name})");
+    }
+
+    /// <summary>The most staging steps of any dK/dV group: its query sub-tiles over the inverse neighborhood times the kv group's heads.</summary>
+    private static int KeyValueSteps(ProblemParams p, FnaTileShape tile)
+    {
+        var tiles = p.D0 * FnaForwardKernel.TilesPerGroup(p.N0, p.D0, tile.Q0)
+            * p.D1 * FnaForwardKernel.TilesPerGroup(p.N1, p.D1, tile.Q1)
+            * p.D2 * FnaForwardKernel.TilesPerGroup(p.N2, p.D2, tile.Q2);
+        var most = 0;
+        for (var x = 0; x < tiles; x++)
+        {
+            InverseTileAxis.ForGridIndex(p, tile, x, out var axis0, out var axis1, out var axis2);
+            if (!(axis0.IsEmpty || axis1.IsEmpty || axis2.IsEmpty))
+            {
+                most = Math.Max(
+                    most,
+                    FnaRegisterBackwardTile.SubTiles(axis0, tile.K0) * FnaRegisterBackwardTile.SubTiles(axis1, tile.K1)
+                        * FnaRegisterBackwardTile.SubTiles(axis2, tile.K2) * (p.Heads / p.KvHeads));
+            }
+        }
+
+        return most;
     }
 
     /// <summary>Inputs in the storage format, the tensor-core forward (O, LSE), and the backward through the host dispatch.</summary>
@@ -247,7 +322,13 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
         public (float[] Query, float[] Key, float[] Value) PlainGradients()
             => PlainAttention.Backward(_reference, Values(_q), Values(_k), Values(_v), Values(_dO));
 
-        public (ushort[] Query, ushort[] Key, ushort[] Value, ushort[] AdditionalKey, ushort[] AdditionalValue) Backward()
+        /// <summary>
+        /// The forward and backward through the host dispatch. K, V and the additional K, V are views <paramref name="kvOffset"/>
+        /// elements into their buffers, Q and dO <paramref name="queryOffset"/>; <paramref name="expectStaging"/>, when given, is the
+        /// staging the dQ and the dK/dV launcher must choose for them.
+        /// </summary>
+        public (ushort[] Query, ushort[] Key, ushort[] Value, ushort[] AdditionalKey, ushort[] AdditionalValue) Backward(
+            int kvOffset = 0, int queryOffset = 0, (KvStagingKind QueryGrad, KvStagingKind KeyValueGrad)? expectStaging = null)
         {
             var accelerator = _device.Accelerator;
             MemoryBuffer1D<ushort, Stride1D.Dense> Upload(ushort[] data) => data.Length > 0 ? accelerator.Allocate1D(data) : accelerator.Allocate1D<ushort>(1);
@@ -258,13 +339,22 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
                 return buffer;
             }
 
+            MemoryBuffer1D<ushort, Stride1D.Dense> UploadAt(ushort[] data, int offset) => Upload([.. Enumerable.Repeat((ushort)0x7BFF, offset), .. data]);
+            ArrayView<ushort> At(MemoryBuffer1D<ushort, Stride1D.Dense> buffer, ushort[] data, int offset) => buffer.View.SubView(offset, data.Length);
             var rows = (long)_reference.Batch * _reference.Tokens;
-            using var tq = Upload(_q);
-            using var tk = Upload(_k);
-            using var tv = Upload(_v);
-            using var tak = Upload(_ak);
-            using var tav = Upload(_av);
-            using var tdO = Upload(_dO);
+            using var tq = UploadAt(_q, queryOffset);
+            using var tk = UploadAt(_k, kvOffset);
+            using var tv = UploadAt(_v, kvOffset);
+            using var tak = UploadAt(_ak, kvOffset);
+            using var tav = UploadAt(_av, kvOffset);
+            using var tdO = UploadAt(_dO, queryOffset);
+            var (q, k, v, ak, av, dO) = (At(tq, _q, queryOffset), At(tk, _k, kvOffset), At(tv, _v, kvOffset), At(tak, _ak, kvOffset), At(tav, _av, kvOffset), At(tdO, _dO, queryOffset));
+            if (expectStaging is { } staging)
+            {
+                Assert.That(FnaTensorCoreBackward.QueryGradStaging(_device, P, Tile, k, v, ak, av), Is.EqualTo(staging.QueryGrad), "the dQ launcher's staging");
+                Assert.That(FnaTensorCoreBackward.KeyValueGradStaging(_device, P, Tile, q, dO), Is.EqualTo(staging.KeyValueGrad), "the dK/dV launcher's staging");
+            }
+
             using var output = Zeros(_dO.Length);
             using var lse = accelerator.Allocate1D<float>(rows * _reference.Heads);
             lse.MemSetToZero();
@@ -276,16 +366,16 @@ public sealed class RegisterTensorCoreBackwardTests(AcceleratorKind kind)
             var stream = accelerator.DefaultStream;
             if (_bfloat16)
             {
-                FnaTensorCore.Forward<Bf16Format>(_device, stream, P, Tile, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View);
+                FnaTensorCore.Forward<Bf16Format>(_device, stream, P, Tile, q, k, v, ak, av, output.View, lse.View);
                 FnaTensorCoreBackward.Backward<Bf16Format, BFloat16Storage>(
-                    _device, stream, P, Tile, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View, tdO.View,
+                    _device, stream, P, Tile, q, k, v, ak, av, output.View, lse.View, dO,
                     dq.View, dk.View, dv.View, dak.View, dav.View);
             }
             else
             {
-                FnaTensorCore.Forward<Fp16Format>(_device, stream, P, Tile, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View);
+                FnaTensorCore.Forward<Fp16Format>(_device, stream, P, Tile, q, k, v, ak, av, output.View, lse.View);
                 FnaTensorCoreBackward.Backward<Fp16Format, Float16BitsStorage>(
-                    _device, stream, P, Tile, tq.View, tk.View, tv.View, tak.View, tav.View, output.View, lse.View, tdO.View,
+                    _device, stream, P, Tile, q, k, v, ak, av, output.View, lse.View, dO,
                     dq.View, dk.View, dv.View, dak.View, dav.View);
             }
 

@@ -201,6 +201,18 @@ public sealed class SharedMemoryLimitTests
         Assert.That(FnaTensorCore.SharedBytes(p, tile, KvStagingKind.Async), Is.EqualTo(55296));
         Assert.That(FnaTensorCore.Staging(plain, p, tile), Is.EqualTo(KvStagingKind.Elements));
         Assert.That(FnaTensorCore.Staging(CudaLike(Sm90OptIn), p, tile), Is.EqualTo(KvStagingKind.Async));
+
+        // The generated backward the same way: one buffer 2·64 rows of 136 words (34816 bytes), two 2·32 + 2·64 rows (52224
+        // bytes), plus 3072 + 1024 static (scratch, per-query LSE and D): element staging within 48 KB, cp.async with the opt-in.
+        Assert.That(FnaTensorCoreBackward.RegisterWords(p, tile, KvStagingKind.Elements) * sizeof(ushort), Is.EqualTo(34816));
+        Assert.That(FnaTensorCoreBackward.RegisterWords(p, tile, KvStagingKind.Async) * sizeof(ushort), Is.EqualTo(52224));
+        Assert.That(FnaTensorCoreBackward.RegisterStaticSharedBytes, Is.EqualTo(4096));
+        using var pinned = KvStaging.Use(KvStagingKind.Async);
+        Assert.That(FnaTensorCoreBackward.Staging(plain, p, tile, aligned: true), Is.EqualTo(KvStagingKind.Elements));
+        Assert.That(FnaTensorCoreBackward.Staging(CudaLike(Sm90OptIn), p, tile, aligned: true), Is.EqualTo(KvStagingKind.Async));
+        Assert.That(FnaTensorCoreBackward.Staging(CudaLike(Sm90OptIn), p, tile, aligned: false), Is.EqualTo(KvStagingKind.Elements), "unaligned views");
+        using var elements = KvStaging.Use(KvStagingKind.Elements);
+        Assert.That(FnaTensorCoreBackward.Staging(CudaLike(Sm90OptIn), p, tile, aligned: true), Is.EqualTo(KvStagingKind.Elements), "NATTEN_KV_STAGING=elements");
     }
 
     [Test]

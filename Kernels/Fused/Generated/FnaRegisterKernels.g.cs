@@ -12,8 +12,8 @@ namespace Natten.Kernels.Fused.Generated;
 
 /// <summary>
 /// The generated register-resident tensor-core kernels (D = Dv ∈ {32, 64, 128}): forward, dQ and dK/dV per head
-/// dimension, each generic over the 16-bit format and the fragment loads (<see cref="IFragmentLoads"/>); the forward also over
-/// the KV staging (<see cref="IKvStaging"/>).
+/// dimension, each generic over the 16-bit format, the fragment loads (<see cref="IFragmentLoads"/>) and the staging of the
+/// streamed sub-tiles (<see cref="IKvStaging"/>: K and V in the forward and dQ, Q and dO in dK/dV).
 /// </summary>
 internal static class FnaRegisterKernels
 {
@@ -47,30 +47,32 @@ internal static class FnaRegisterKernels
         };
 
     /// <summary>The query-gradient kernel for <paramref name="headDim"/>.</summary>
-    public static Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> QueryGrad<TFormat, TLoads>(int headDim)
+    public static Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> QueryGrad<TFormat, TLoads, TStaging>(int headDim)
         where TFormat : struct, IHalfFormat
         where TLoads : struct, IFragmentLoads
+        where TStaging : struct, IKvStaging
         => headDim switch
         {
-            32 => FnaTensorCoreQueryGradKernelD32.QueryGrad<TFormat, TLoads>,
-            64 => FnaTensorCoreQueryGradKernelD64.QueryGrad<TFormat, TLoads>,
-            128 => FnaTensorCoreQueryGradKernelD128.QueryGrad<TFormat, TLoads>,
+            32 => FnaTensorCoreQueryGradKernelD32.QueryGrad<TFormat, TLoads, TStaging>,
+            64 => FnaTensorCoreQueryGradKernelD64.QueryGrad<TFormat, TLoads, TStaging>,
+            128 => FnaTensorCoreQueryGradKernelD128.QueryGrad<TFormat, TLoads, TStaging>,
             _ => throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "no generated register-resident kernel for this head dimension"),
         };
 
     /// <summary>The key/value-gradient kernel for <paramref name="headDim"/>.</summary>
-    public static Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> KeyValueGrad<TFormat, TLoads>(int headDim)
+    public static Action<ProblemParams, FnaTileShape, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>> KeyValueGrad<TFormat, TLoads, TStaging>(int headDim)
         where TFormat : struct, IHalfFormat
         where TLoads : struct, IFragmentLoads
+        where TStaging : struct, IKvStaging
         => headDim switch
         {
-            32 => FnaTensorCoreKeyValueGradKernelD32.KeyValueGrad<TFormat, TLoads>,
-            64 => FnaTensorCoreKeyValueGradKernelD64.KeyValueGrad<TFormat, TLoads>,
-            128 => FnaTensorCoreKeyValueGradKernelD128.KeyValueGrad<TFormat, TLoads>,
+            32 => FnaTensorCoreKeyValueGradKernelD32.KeyValueGrad<TFormat, TLoads, TStaging>,
+            64 => FnaTensorCoreKeyValueGradKernelD64.KeyValueGrad<TFormat, TLoads, TStaging>,
+            128 => FnaTensorCoreKeyValueGradKernelD128.KeyValueGrad<TFormat, TLoads, TStaging>,
             _ => throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "no generated register-resident kernel for this head dimension"),
         };
 
-    /// <summary>Every generated kernel class with its entry point, for the offline PTX catalog (the forward takes a third type argument, the staging).</summary>
+    /// <summary>Every generated kernel class with its entry point, for the offline PTX catalog (each takes the format, the loads and the staging).</summary>
     public static IReadOnlyList<(Type Kernel, string Method)> EntryPoints { get; } =
     [
         (typeof(FnaTensorCoreKernelD32), nameof(FnaTensorCoreKernelD32.Forward)),

@@ -58,12 +58,18 @@ internal static class FnaTensorCoreKeyValueGradKernelD64
         public float N7C0, N7C1, N7C2, N7C3;
     }
 
-    /// <summary>The kernel: same parameters and semantics as <see cref="FnaTensorCoreBackwardKernels.KeyValueGrad{TFormat}"/> (p.HeadDim = p.ValueDim = HeadDim).</summary>
-    public static void KeyValueGrad<TFormat, TLoads>(
+    /// <summary>
+    /// The kernel: same parameters and semantics as <see cref="FnaTensorCoreBackwardKernels.KeyValueGrad{TFormat}"/> (p.HeadDim = p.ValueDim = HeadDim).
+    /// <typeparamref name="TStaging"/> stages the query sub-tiles' Q and dO rows (<see cref="AsyncStaging"/>: 16-byte
+    /// <c>cp.async</c> into two buffers, one step ahead; <see cref="ElementStaging"/>: synchronous, one buffer); the per-query
+    /// LSE and D stay synchronous, in one buffer ordered by the step's two barriers.
+    /// </summary>
+    public static void KeyValueGrad<TFormat, TLoads, TStaging>(
         ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value, ArrayView<float> lse,
         ArrayView<float> rowTerm, ArrayView<ushort> outputGrad, ArrayView<ushort> keyGrad, ArrayView<ushort> valueGrad)
         where TFormat : struct, IHalfFormat
         where TLoads : struct, IFragmentLoads
+        where TStaging : struct, IKvStaging
     {
         // Static shared memory: the mma emulation's scratch and the staged queries' LSE (log2 domain) and D.
         var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps);
@@ -89,48 +95,71 @@ internal static class FnaTensorCoreKeyValueGradKernelD64
         var scratch = scratchAll.SubView(warp * TensorCore.ScratchWordsPerWarp, TensorCore.ScratchWordsPerWarp);
         var queries = tile.KeyTile;
 
-        // Dynamic shared memory (16-bit words, rows RowStride apart): two regions of max(key tile, query sub-tile) rows,
-        // first K and V (read once into registers), then Q and dO of each query sub-tile.
+        // Dynamic shared memory (16-bit words, rows RowStride apart): TStaging.Buffers query buffers, each Q [query sub-tile]
+        // then dO [query sub-tile]; K and V [key tile each] after the first TStaging.Lookahead buffers, which the prologue fills
+        // while they are staged. K and V are read once into registers, so the later buffers overlap them: the barrier at the top
+        // of step 0 orders those fragment loads before buffer Lookahead is refilled (one buffer: before the first sub-tile).
         var shared = SharedMemory.GetDynamic<ushort>();
-        var region = XMath.Max(tile.QueryTile, queries) * RowStride;
-        var first = shared.SubView(0, region);
-        var second = shared.SubView(region, region);
-        FnaRegisterBackwardTile.StageKeys(p, tile, axis0, axis1, axis2, batch, kvHead, key, first, RowStride, tid, threads);
-        FnaRegisterBackwardTile.StageKeys(p, tile, axis0, axis1, axis2, batch, kvHead, value, second, RowStride, tid, threads);
+        var subWords = 2 * queries * RowStride;
+        var rowsAt = TStaging.Lookahead * subWords;
+        var kTile = shared.SubView(rowsAt, tile.QueryTile * RowStride);
+        var vTile = shared.SubView(rowsAt + (tile.QueryTile * RowStride), tile.QueryTile * RowStride);
+
+        // One step per (query sub-tile, query head of the kv group): sub-tiles row-major over the inverse ranges, heads inner —
+        // the fixed order of the version-1 kernel (FnaRegisterBackwardTile.Step).
+        var steps1 = FnaRegisterBackwardTile.SubTiles(axis1, tile.K1);
+        var steps2 = FnaRegisterBackwardTile.SubTiles(axis2, tile.K2);
+        var steps = FnaRegisterBackwardTile.SubTiles(axis0, tile.K0) * steps1 * steps2 * group;
+
+        // Asynchronous staging runs one step ahead: step 0's copies fly while K and V are staged.
+        if (TStaging.Lookahead > 0 && steps > 0)
+        {
+            FnaRegisterBackwardTile.Stage<TStaging>(
+                p, tile, axis0, axis1, axis2, steps1, steps2, group, kvHead, 0, batch, query, outputGrad, shared.SubView(0, subWords), RowStride, tid, threads);
+            TStaging.Commit();
+        }
+
+        FnaRegisterBackwardTile.StageKeys(p, tile, axis0, axis1, axis2, batch, kvHead, key, kTile, RowStride, tid, threads);
+        FnaRegisterBackwardTile.StageKeys(p, tile, axis0, axis1, axis2, batch, kvHead, value, vTile, RowStride, tid, threads);
         Group.Barrier();
         var localTop = (warp * 16) + g;
         var k = default(RowFragments);
-        LoadRows<TLoads>(first, warp * 16, ref k);
+        LoadRows<TLoads>(kTile, warp * 16, ref k);
         var v = default(RowFragments);
-        LoadRows<TLoads>(second, warp * 16, ref v);
+        LoadRows<TLoads>(vTile, warp * 16, ref v);
         var dk = default(GradientTile);
         var dv = default(GradientTile);
         var scoreScale = p.Scale * FnaRegisterTile.Log2E;
-        var qSub = first.SubView(0, queries * RowStride);
-        var doSub = second.SubView(0, queries * RowStride);
 
-        // The barrier at the top of a step also orders the fragment loads of K and V before the first sub-tile overwrites them.
-        for (var a0 = axis0.RangeStart; a0 < axis0.RangeEnd; a0 += tile.K0)
+        for (var step = 0; step < steps; step++)
         {
-            for (var a1 = axis1.RangeStart; a1 < axis1.RangeEnd; a1 += tile.K1)
+            // Every warp is done with the buffer the copies below overwrite (step − 1's with two buffers; at step 0 the K and V
+            // rows it overlaps; this one's with one buffer) and with step − 1's LSE and D.
+            Group.Barrier();
+            var ahead = step + TStaging.Lookahead;
+            if (ahead < steps)
             {
-                for (var a2 = axis2.RangeStart; a2 < axis2.RangeEnd; a2 += tile.K2)
-                {
-                    var inside = axis0.InsideEveryRange(a0, tile.K0) && axis1.InsideEveryRange(a1, tile.K1) && axis2.InsideEveryRange(a2, tile.K2);
-                    for (var h = kvHead * group; h < (kvHead + 1) * group; h++)
-                    {
-                        Group.Barrier();
-                        FnaRegisterBackwardTile.StageQueries(
-                            p, tile, axis0, axis1, axis2, a0, a1, a2, batch, h, query, outputGrad, lse, rowTerm, qSub, doSub, RowStride, queryLse, queryD, tid, threads);
-                        Group.Barrier();
-                        for (var block = 0; block < queries; block += 16)
-                        {
-                            Block<TFormat, TLoads>(
-                                ref k, ref v, ref dk, ref dv, qSub, doSub, block, tile, axis0, axis1, axis2, inside, a0, a1, a2, localTop,
-                                scoreScale, queryLse, queryD, t, scratch);
-                        }
-                    }
-                }
+                FnaRegisterBackwardTile.Stage<TStaging>(
+                    p, tile, axis0, axis1, axis2, steps1, steps2, group, kvHead, ahead, batch, query, outputGrad,
+                    shared.SubView(ahead % TStaging.Buffers * subWords, subWords), RowStride, tid, threads);
+            }
+
+            // One copy group per step (empty near the end). This step's LSE and D are loaded synchronously into the one scalar
+            // buffer, between the barrier above (its previous readers are done) and the one below (it is visible before use).
+            TStaging.Commit();
+            FnaRegisterBackwardTile.Step(tile, axis0, axis1, axis2, steps1, steps2, group, kvHead, step, out var a0, out var a1, out var a2, out var h);
+            FnaRegisterBackwardTile.StageQueryTerms(p, tile, axis0, axis1, axis2, a0, a1, a2, batch, h, lse, rowTerm, queryLse, queryD, tid, threads);
+            TStaging.Wait();
+            Group.Barrier();
+            var at = step % TStaging.Buffers * subWords;
+            var qSub = shared.SubView(at, queries * RowStride);
+            var doSub = shared.SubView(at + (queries * RowStride), queries * RowStride);
+            var inside = axis0.InsideEveryRange(a0, tile.K0) && axis1.InsideEveryRange(a1, tile.K1) && axis2.InsideEveryRange(a2, tile.K2);
+            for (var block = 0; block < queries; block += 16)
+            {
+                Block<TFormat, TLoads>(
+                    ref k, ref v, ref dk, ref dv, qSub, doSub, block, tile, axis0, axis1, axis2, inside, a0, a1, a2, localTop,
+                    scoreScale, queryLse, queryD, t, scratch);
             }
         }
 

@@ -16,7 +16,8 @@ namespace Natten.Kernels.Fused.Generated;
 /// Query gradient of the fused neighborhood attention backward on tensor cores for D = Dv = 64, FlashAttention-2
 /// style with every fragment in registers. One group per (query tile, head, batch) as in
 /// <see cref="FnaTensorCoreBackwardKernels.QueryGrad{TFormat}"/>; each warp owns 16 query rows. Q and dO fragments are
-/// loaded once; per KV sub-tile staged in shared memory and per 16 keys: S = Q·Kᵀ and dP = dO·Vᵀ (two m16n8 tiles
+/// loaded once; per KV sub-tile staged in shared memory (by the <see cref="IKvStaging"/> type argument, by default 16-byte
+/// cp.async into two buffers, the next sub-tile in flight while one is computed) and per 16 keys: S = Q·Kᵀ and dP = dO·Vᵀ (two m16n8 tiles
 /// each), the forward's per-element mask, P = exp2(S − LSE) in the log2 domain, dS = P ∘ (dP − D) and
 /// dQ += dS·K into 8 m16n8 tiles, dS packed to 16-bit pairs as the A fragments. dQ · scale is stored once.
 /// Without <c>mma.sync</c> the same calls run through <see cref="TensorCore.Emulate{TFormat}"/> (control flow is
@@ -59,13 +60,18 @@ internal static class FnaTensorCoreQueryGradKernelD64
         public float N7C0, N7C1, N7C2, N7C3;
     }
 
-    /// <summary>The kernel: same parameters and semantics as <see cref="FnaTensorCoreBackwardKernels.QueryGrad{TFormat}"/> (p.HeadDim = p.ValueDim = HeadDim).</summary>
-    public static void QueryGrad<TFormat, TLoads>(
+    /// <summary>
+    /// The kernel: same parameters and semantics as <see cref="FnaTensorCoreBackwardKernels.QueryGrad{TFormat}"/> (p.HeadDim = p.ValueDim = HeadDim).
+    /// <typeparamref name="TStaging"/> stages the KV sub-tiles as in the forward (<see cref="AsyncStaging"/>: 16-byte
+    /// <c>cp.async</c> into two buffers, one sub-tile ahead; <see cref="ElementStaging"/>: synchronous, one buffer).
+    /// </summary>
+    public static void QueryGrad<TFormat, TLoads, TStaging>(
         ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> key, ArrayView<ushort> value,
         ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue, ArrayView<float> lse, ArrayView<float> rowTerm,
         ArrayView<ushort> outputGrad, ArrayView<ushort> queryGrad)
         where TFormat : struct, IHalfFormat
         where TLoads : struct, IFragmentLoads
+        where TStaging : struct, IKvStaging
     {
         // Static shared memory: only the mma emulation's scratch (unused where mma.sync exists).
         var scratchAll = SharedMemory.Allocate<uint>(TensorCore.ScratchWordsPerWarp * FnaTensorCoreKernel.MaxWarps);
@@ -87,20 +93,40 @@ internal static class FnaTensorCoreQueryGradKernelD64
         var scratch = scratchAll.SubView(warp * TensorCore.ScratchWordsPerWarp, TensorCore.ScratchWordsPerWarp);
         var keys = tile.KeyTile;
 
-        // Dynamic shared memory (16-bit words, rows RowStride apart): two regions of max(query tile, KV sub-tile) rows,
-        // first Q and dO (read once into registers), then K and V of each KV sub-tile.
+        // Dynamic shared memory (16-bit words, rows RowStride apart): TStaging.Buffers KV buffers, each K [KV sub-tile] then
+        // V [KV sub-tile]; Q and dO [query tile each] after the first TStaging.Lookahead buffers, which the prologue fills while
+        // they are staged. Q and dO are read once into registers, so the later buffers overlap them: the barrier at the top of
+        // step 0 orders those fragment loads before buffer Lookahead is refilled (one buffer: before the first sub-tile).
         var shared = SharedMemory.GetDynamic<ushort>();
-        var region = XMath.Max(tile.QueryTile, keys) * RowStride;
-        var first = shared.SubView(0, region);
-        var second = shared.SubView(region, region);
-        FnaRegisterTile.StageQuery(p, tile, axis0, axis1, axis2, batch, head, query, first, RowStride, tid, threads);
-        FnaRegisterTile.StageQuery(p, tile, axis0, axis1, axis2, batch, head, outputGrad, second, RowStride, tid, threads);
+        var kvWords = 2 * keys * RowStride;
+        var rowsAt = TStaging.Lookahead * kvWords;
+        var qTile = shared.SubView(rowsAt, tile.QueryTile * RowStride);
+        var dOTile = shared.SubView(rowsAt + (tile.QueryTile * RowStride), tile.QueryTile * RowStride);
+
+        // The forward's walk: the neighborhood's KV sub-tiles (dynamic KV tiling), then the additional tokens (a window
+        // [0, 1) × [0, 1) × [0, count) over slots (0, 0, slot)).
+        var steps1 = (axis1.RangeEnd - axis1.RangeStart + tile.K1 - 1) / tile.K1;
+        var steps2 = (axis2.RangeEnd - axis2.RangeStart + tile.K2 - 1) / tile.K2;
+        var neighborhood = ((axis0.RangeEnd - axis0.RangeStart + tile.K0 - 1) / tile.K0) * steps1 * steps2;
+        var steps = neighborhood + ((p.AdditionalTokens + keys - 1) / keys);
+
+        // Asynchronous staging runs one sub-tile ahead: sub-tile 0's copies fly while Q and dO are staged.
+        if (TStaging.Lookahead > 0 && steps > 0)
+        {
+            KvStaging.Stage<TStaging>(
+                p, tile, axis0, axis1, axis2, steps1, steps2, neighborhood, 0, batch, kvHead, key, value, additionalKey, additionalValue,
+                shared.SubView(0, kvWords), RowStride, tid, threads);
+            TStaging.Commit();
+        }
+
+        FnaRegisterTile.StageQuery(p, tile, axis0, axis1, axis2, batch, head, query, qTile, RowStride, tid, threads);
+        FnaRegisterTile.StageQuery(p, tile, axis0, axis1, axis2, batch, head, outputGrad, dOTile, RowStride, tid, threads);
         Group.Barrier();
         var localTop = (warp * 16) + g;
         var q = default(RowFragments);
-        LoadRows<TLoads>(first, warp * 16, ref q);
+        LoadRows<TLoads>(qTile, warp * 16, ref q);
         var dO = default(RowFragments);
-        LoadRows<TLoads>(second, warp * 16, ref dO);
+        LoadRows<TLoads>(dOTile, warp * 16, ref dO);
         var dq = default(GradientTile);
 
         // Per-row constants of the lane's rows g and g + 8: LSE in the log2 domain and D = dO·O (absent rows: 0, never stored).
@@ -113,19 +139,28 @@ internal static class FnaTensorCoreQueryGradKernelD64
         var windowTop = FnaRegisterTile.Window(tile, axis0, axis1, axis2, localTop);
         var windowBottom = FnaRegisterTile.Window(tile, axis0, axis1, axis2, localTop + 8);
         var scoreScale = p.Scale * FnaRegisterTile.Log2E;
-        var kTile = first.SubView(0, keys * RowStride);
-        var vTile = second.SubView(0, keys * RowStride);
 
-        // The forward's walk: the neighborhood's KV sub-tiles (dynamic KV tiling), then the additional tokens (a window
-        // [0, 1) × [0, 1) × [0, count) over slots (0, 0, slot)). The barrier at the top of a step also orders the
-        // fragment loads of Q and dO before the first sub-tile overwrites them.
-        var steps1 = (axis1.RangeEnd - axis1.RangeStart + tile.K1 - 1) / tile.K1;
-        var steps2 = (axis2.RangeEnd - axis2.RangeStart + tile.K2 - 1) / tile.K2;
-        var neighborhood = ((axis0.RangeEnd - axis0.RangeStart + tile.K0 - 1) / tile.K0) * steps1 * steps2;
-        var steps = neighborhood + ((p.AdditionalTokens + keys - 1) / keys);
         for (var step = 0; step < steps; step++)
         {
+            // Every warp is done with the buffer the copies below overwrite: sub-tile step − 1's (two buffers; at step 0 the Q and
+            // dO rows it overlaps) or this one's (one buffer).
             Group.Barrier();
+            var ahead = step + TStaging.Lookahead;
+            if (ahead < steps)
+            {
+                KvStaging.Stage<TStaging>(
+                    p, tile, axis0, axis1, axis2, steps1, steps2, neighborhood, ahead, batch, kvHead, key, value, additionalKey, additionalValue,
+                    shared.SubView(ahead % TStaging.Buffers * kvWords, kvWords), RowStride, tid, threads);
+            }
+
+            // One group per step (empty near the end), so waiting for all but the newest Lookahead groups is waiting for sub-tile
+            // step; the barrier then makes every thread's copies visible.
+            TStaging.Commit();
+            TStaging.Wait();
+            Group.Barrier();
+            var kvAt = step % TStaging.Buffers * kvWords;
+            var kTile = shared.SubView(kvAt, keys * RowStride);
+            var vTile = shared.SubView(kvAt + (keys * RowStride), keys * RowStride);
             bool inside;
             KeySlots slots;
             WindowMask top, bottom;
@@ -134,7 +169,6 @@ internal static class FnaTensorCoreQueryGradKernelD64
                 var a0 = axis0.RangeStart + (step / steps2 / steps1 * tile.K0);
                 var a1 = axis1.RangeStart + (step / steps2 % steps1 * tile.K1);
                 var a2 = axis2.RangeStart + (step % steps2 * tile.K2);
-                FnaTensorCoreKernel.StageNeighborhood(p, tile, axis0, axis1, axis2, a0, a1, a2, batch, kvHead, key, value, kTile, RowStride, vTile, RowStride, tid, threads);
                 inside = axis0.InsideEveryWindow(a0, tile.K0) && axis1.InsideEveryWindow(a1, tile.K1) && axis2.InsideEveryWindow(a2, tile.K2);
                 slots = new KeySlots(a0, a1, a2, tile.K1, tile.K2);
                 top = windowTop;
@@ -143,14 +177,12 @@ internal static class FnaTensorCoreQueryGradKernelD64
             else
             {
                 var m = (step - neighborhood) * keys;
-                FnaTensorCoreKernel.StageAdditional(p, keys, m, batch, kvHead, additionalKey, additionalValue, kTile, RowStride, vTile, RowStride, tid, threads);
                 inside = m + keys <= p.AdditionalTokens;
                 slots = new KeySlots(0, 0, 0, 1, keys);
                 top = new WindowMask(0, 1, 0, 1, 0, p.AdditionalTokens - m);
                 bottom = top;
             }
 
-            Group.Barrier();
             for (var block = 0; block < keys; block += 16)
             {
                 if (inside)
