@@ -6,7 +6,10 @@ using Natten.Kernels.Cuda;
 namespace Natten.Kernels.Fused;
 
 /// <summary>
-/// How the generated register-resident tensor-core forward stages its KV sub-tiles in shared memory, and how far ahead.
+/// How the generated register-resident tensor-core kernels stage their per-step tiles in shared memory, and how far ahead:
+/// the NA forward and dQ kernels their KV sub-tiles (through <see cref="KvStaging.Stage{TStaging}"/>), the dK/dV kernel its Q and dO
+/// rows (<c>FnaRegisterBackwardTile.Stage</c>) and the block-sparse forward its key blocks' sub-tiles
+/// (<c>BlockSparseRegisterTile.Stage</c>), all on the same schedule.
 /// The kernel keeps <see cref="Buffers"/> KV buffers (each K [sub-tile × RowStride] then V [sub-tile × RowStride]) and runs
 /// one schedule for every implementation: issue the copies of sub-tile 0 … <see cref="Lookahead"/> − 1 before the loop; per
 /// step, barrier (every warp is done with the buffer about to be refilled), issue sub-tile step + <see cref="Lookahead"/>
