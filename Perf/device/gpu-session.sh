@@ -68,7 +68,7 @@ check() { for p in "${checks[@]}"; do step "check ${p%%|*}" 45 check_one "$p"; d
 # --- speed: benchmark problems (docs/BENCHMARKS.md), each next to its anchor from the same session -----
 # id | spatial | kernel | stride | heads | dim | dtype | backends | extra profile flags
 speeds=(
-  "A|128x128|17|1|16|64|fp16|fused,naive|"
+  "A|128x128|17|1|16|64|fp16|fused,naive|--backward"
   "D|256x256|80|1|24|128|bf16|fused|--no-dense"
   "C|32768|2048|1|16|128|fp16|fused|--no-dense"
   "G|16x48x48|7x15x15|1|16|128|bf16|fused|--no-dense"
@@ -108,9 +108,10 @@ speed_elements_one() {
 speed_sync_staging_one() {
   local id shape kernel stride heads dim dtype backends extra
   IFS='|' read -r id shape kernel stride heads dim dtype backends extra <<< "$1"
+  local backward=""; [ "$id" = A ] && backward="--backward"   # the backward's staging too (dQ: K/V, dK/dV: Q/dO)
   # shellcheck disable=SC2086
   NATTEN_KV_STAGING=elements natten profile --shape "$shape" --kernel-size "$kernel" --stride "$stride" --heads "$heads" \
-    --dim "$dim" --dtype "$dtype" --backend fused --warmup 2 --repeat 10 --json --no-dense \
+    --dim "$dim" --dtype "$dtype" --backend fused --warmup 2 --repeat 10 --json --no-dense $backward \
     > "$OUT/profile-$id-sync-staging.jsonl" 2>&1
   echo "speed $id (sync staging): $(grep -o '"ms_median":[0-9.e+-]*' "$OUT/profile-$id-sync-staging.jsonl" | head -n 1)"
 }
