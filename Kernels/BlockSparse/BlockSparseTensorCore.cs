@@ -110,13 +110,7 @@ internal static class BlockSparseTensorCore
     /// <see cref="KvStagingKind.Elements"/> (which <see cref="Check"/> requires to fit).
     /// </summary>
     public static KvStagingKind Staging(ComputeDevice device, BlockSparseParams p, BlockSparseTensorCoreTile tile)
-    {
-        var preferred = KvStaging.Current;
-        return preferred == KvStagingKind.Elements
-            || device.CheckSharedMemory(string.Empty, (long)DynamicSharedWords(p, tile, preferred) * sizeof(ushort), StaticBytes(p)) is not null
-            ? KvStagingKind.Elements
-            : preferred;
-    }
+        => KvStaging.Choose(device, p.HeadDim, p.ValueDim, kind => (long)DynamicSharedWords(p, tile, kind) * sizeof(ushort), StaticBytes(p));
 
     /// <summary>
     /// <see cref="Staging(ComputeDevice, BlockSparseParams, BlockSparseTensorCoreTile)"/> for these views:
@@ -125,10 +119,7 @@ internal static class BlockSparseTensorCore
     /// </summary>
     public static KvStagingKind Staging(
         ComputeDevice device, BlockSparseParams p, BlockSparseTensorCoreTile tile, ArrayView<ushort> key, ArrayView<ushort> value)
-    {
-        var aligned = p.HeadDim % AsyncCopy.Elements == 0 && p.ValueDim == p.HeadDim && KvStaging.Aligned(key) && KvStaging.Aligned(value);
-        return aligned ? Staging(device, p, tile) : KvStagingKind.Elements;
-    }
+        => KvStaging.Choose(device, p.HeadDim, p.ValueDim, kind => (long)DynamicSharedWords(p, tile, kind) * sizeof(ushort), StaticBytes(p), key, value);
 
     /// <summary>
     /// The tile for a problem: with no requested work split, 64 queries (32 when D or Dv exceeds 128) and KV

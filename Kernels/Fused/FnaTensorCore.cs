@@ -102,13 +102,7 @@ internal static class FnaTensorCore
     /// <see cref="KvStagingKind.Elements"/> (which <see cref="Check"/> requires to fit).
     /// </summary>
     public static KvStagingKind Staging(ComputeDevice device, ProblemParams p, FnaTileShape tile)
-    {
-        var preferred = KvStaging.Current;
-        return preferred == KvStagingKind.Elements
-            || device.CheckSharedMemory(string.Empty, (long)DynamicSharedWords(p, tile, preferred) * sizeof(ushort), StaticBytes(p)) is not null
-            ? KvStagingKind.Elements
-            : preferred;
-    }
+        => KvStaging.Choose(device, p.HeadDim, p.ValueDim, kind => (long)DynamicSharedWords(p, tile, kind) * sizeof(ushort), StaticBytes(p));
 
     /// <summary>
     /// <see cref="Staging(ComputeDevice, ProblemParams, FnaTileShape)"/> for these views: <see cref="KvStagingKind.Elements"/>
@@ -118,11 +112,11 @@ internal static class FnaTensorCore
     public static KvStagingKind Staging(
         ComputeDevice device, ProblemParams p, FnaTileShape tile, ArrayView<ushort> key, ArrayView<ushort> value,
         ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue)
-    {
-        var aligned = p.HeadDim % AsyncCopy.Elements == 0 && p.ValueDim == p.HeadDim && KvStaging.Aligned(key) && KvStaging.Aligned(value)
-            && (p.AdditionalTokens == 0 || (KvStaging.Aligned(additionalKey) && KvStaging.Aligned(additionalValue)));
-        return aligned ? Staging(device, p, tile) : KvStagingKind.Elements;
-    }
+        => p.AdditionalTokens == 0
+            ? KvStaging.Choose(device, p.HeadDim, p.ValueDim, kind => (long)DynamicSharedWords(p, tile, kind) * sizeof(ushort), StaticBytes(p), key, value)
+            : KvStaging.Choose(
+                device, p.HeadDim, p.ValueDim, kind => (long)DynamicSharedWords(p, tile, kind) * sizeof(ushort), StaticBytes(p),
+                key, value, additionalKey, additionalValue);
 
     /// <summary>Static shared memory of the kernel that runs this problem, in bytes.</summary>
     private static int StaticBytes(ProblemParams p) => UsesRegisterKernel(p) ? RegisterStaticSharedBytes : StaticSharedBytes;

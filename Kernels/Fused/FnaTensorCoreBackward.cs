@@ -124,33 +124,23 @@ internal static class FnaTensorCoreBackward
     }
 
     /// <summary>
-    /// The staging a generated backward kernel of this problem and tile uses on <paramref name="device"/>: the preferred one
-    /// (<see cref="KvStaging.Current"/>, <c>NATTEN_KV_STAGING</c>) where the views it streams with 16-byte copies are
-    /// <paramref name="aligned"/> and its footprint fits the device's shared memory, else <see cref="KvStagingKind.Elements"/>
-    /// (whose footprint <see cref="Check"/> requires to fit) — the forward's rule.
+    /// The staging a generated backward kernel of this problem and tile uses on <paramref name="device"/> for the views it
+    /// streams with 16-byte copies (<see cref="KvStaging.Choose"/>, the forward's rule).
     /// </summary>
-    public static KvStagingKind Staging(ComputeDevice device, ProblemParams p, FnaTileShape tile, bool aligned)
-    {
-        var preferred = KvStaging.Current;
-        return preferred == KvStagingKind.Elements || !aligned || p.HeadDim % AsyncCopy.Elements != 0 || p.ValueDim != p.HeadDim
-            || device.CheckSharedMemory(string.Empty, (long)RegisterWords(p, tile, preferred) * sizeof(ushort), RegisterStaticSharedBytes) is not null
-            ? KvStagingKind.Elements
-            : preferred;
-    }
+    public static KvStagingKind Staging(ComputeDevice device, ProblemParams p, FnaTileShape tile, params ReadOnlySpan<ArrayView<ushort>> streamed)
+        => KvStaging.Choose(
+            device, p.HeadDim, p.ValueDim, kind => (long)RegisterWords(p, tile, kind) * sizeof(ushort), RegisterStaticSharedBytes, streamed);
 
-    /// <summary>The dQ kernel's staging for these K, V (and, when used, additional K, V) views (<see cref="Staging(ComputeDevice, ProblemParams, FnaTileShape, bool)"/>).</summary>
+    /// <summary>The dQ kernel's staging for these K, V (and, when used, additional K, V) views.</summary>
     public static KvStagingKind QueryGradStaging(
         ComputeDevice device, ProblemParams p, FnaTileShape tile, ArrayView<ushort> key, ArrayView<ushort> value,
         ArrayView<ushort> additionalKey, ArrayView<ushort> additionalValue)
-        => Staging(
-            device, p, tile,
-            KvStaging.Aligned(key) && KvStaging.Aligned(value)
-                && (p.AdditionalTokens == 0 || (KvStaging.Aligned(additionalKey) && KvStaging.Aligned(additionalValue))));
+        => p.AdditionalTokens == 0 ? Staging(device, p, tile, key, value) : Staging(device, p, tile, key, value, additionalKey, additionalValue);
 
-    /// <summary>The dK/dV kernel's staging for these Q and dO views (<see cref="Staging(ComputeDevice, ProblemParams, FnaTileShape, bool)"/>).</summary>
+    /// <summary>The dK/dV kernel's staging for these Q and dO views.</summary>
     public static KvStagingKind KeyValueGradStaging(
         ComputeDevice device, ProblemParams p, FnaTileShape tile, ArrayView<ushort> query, ArrayView<ushort> outputGrad)
-        => Staging(device, p, tile, KvStaging.Aligned(query) && KvStaging.Aligned(outputGrad));
+        => Staging(device, p, tile, query, outputGrad);
 
     public const int StaticSharedBytes =
         ((2 * FnaTensorCoreBackwardKernels.MaxScores) + (2 * FnaTensorCoreBackwardKernels.MaxScores / 16)) * sizeof(float)

@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using ILGPU;
 using Natten.Kernels.Common;
 using Natten.Kernels.Cuda;
+using Natten.Kernels.Runtime;
 
 namespace Natten.Kernels.Fused;
 
@@ -170,6 +171,34 @@ internal static class KvStaging
     public static bool Aligned(ArrayView<ushort> view)
         => view.Length == 0
             || ((((IArrayView)view).Buffer.NativePtr.ToInt64() + ((IContiguousArrayView)view).IndexInBytes) & 15) == 0;
+
+    /// <summary>
+    /// The one rule for which staging a register-resident launch uses on <paramref name="device"/>: the preferred one
+    /// (<see cref="Current"/>, <c>NATTEN_KV_STAGING</c>) when 16-byte copies can stream its rows — D = Dv, D a multiple of 8 and
+    /// every streamed view (empty ones aside) 16-byte aligned, see <see cref="Aligned"/> — and its footprint
+    /// (<paramref name="dynamicBytes"/> of that kind, beside <paramref name="staticBytes"/>) fits the device's shared memory
+    /// (beyond 48 KB through the CUDA opt-in); else <see cref="KvStagingKind.Elements"/>, whose footprint the kernels' checks
+    /// require to fit.
+    /// </summary>
+    public static KvStagingKind Choose(
+        ComputeDevice device, int headDim, int valueDim, Func<KvStagingKind, long> dynamicBytes, int staticBytes, params ReadOnlySpan<ArrayView<ushort>> streamed)
+    {
+        var preferred = Current;
+        if (preferred == KvStagingKind.Elements || headDim != valueDim || headDim % AsyncCopy.Elements != 0)
+        {
+            return KvStagingKind.Elements;
+        }
+
+        foreach (var view in streamed)
+        {
+            if (!Aligned(view))
+            {
+                return KvStagingKind.Elements;
+            }
+        }
+
+        return device.CheckSharedMemory(string.Empty, dynamicBytes(preferred), staticBytes) is null ? preferred : KvStagingKind.Elements;
+    }
 
     /// <summary>Pins <paramref name="kind"/> until the returned scope is disposed (tests; not thread-safe against concurrent launches).</summary>
     public static IDisposable Use(KvStagingKind kind)

@@ -208,11 +208,15 @@ public sealed class SharedMemoryLimitTests
         Assert.That(FnaTensorCoreBackward.RegisterWords(p, tile, KvStagingKind.Async) * sizeof(ushort), Is.EqualTo(52224));
         Assert.That(FnaTensorCoreBackward.RegisterStaticSharedBytes, Is.EqualTo(4096));
         using var pinned = KvStaging.Use(KvStagingKind.Async);
-        Assert.That(FnaTensorCoreBackward.Staging(plain, p, tile, aligned: true), Is.EqualTo(KvStagingKind.Elements));
-        Assert.That(FnaTensorCoreBackward.Staging(CudaLike(Sm90OptIn), p, tile, aligned: true), Is.EqualTo(KvStagingKind.Async));
-        Assert.That(FnaTensorCoreBackward.Staging(CudaLike(Sm90OptIn), p, tile, aligned: false), Is.EqualTo(KvStagingKind.Elements), "unaligned views");
+        using var buffer = DeviceRuntime.Get(AcceleratorKind.Cpu).Accelerator.Allocate1D<ushort>(64);
+        var (aligned, unaligned) = (buffer.View.SubView(8, 16), buffer.View.SubView(1, 16));
+        Assert.That(KvStaging.Aligned(aligned), Is.True);
+        Assert.That(KvStaging.Aligned(unaligned), Is.False);
+        Assert.That(FnaTensorCoreBackward.Staging(plain, p, tile, aligned, aligned), Is.EqualTo(KvStagingKind.Elements));
+        Assert.That(FnaTensorCoreBackward.Staging(CudaLike(Sm90OptIn), p, tile, aligned, aligned), Is.EqualTo(KvStagingKind.Async));
+        Assert.That(FnaTensorCoreBackward.Staging(CudaLike(Sm90OptIn), p, tile, aligned, unaligned), Is.EqualTo(KvStagingKind.Elements), "unaligned views");
         using var elements = KvStaging.Use(KvStagingKind.Elements);
-        Assert.That(FnaTensorCoreBackward.Staging(CudaLike(Sm90OptIn), p, tile, aligned: true), Is.EqualTo(KvStagingKind.Elements), "NATTEN_KV_STAGING=elements");
+        Assert.That(FnaTensorCoreBackward.Staging(CudaLike(Sm90OptIn), p, tile, aligned, aligned), Is.EqualTo(KvStagingKind.Elements), "NATTEN_KV_STAGING=elements");
     }
 
     [Test]
