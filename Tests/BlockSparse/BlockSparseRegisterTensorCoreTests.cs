@@ -118,32 +118,7 @@ public sealed class BlockSparseRegisterTensorCoreTests
         var c = Case(spec);
         using var mask = c.Mask();
         AssertRegisterPath(c, mask, bfloat16, c.Options());
-        var device = AttentionDevice.Default;
-        float[] output;
-        float[] lse;
-        if (bfloat16)
-        {
-            var (q, k, v) = (Bf16(c.Data.Query), Bf16(c.Data.Key), Bf16(c.Data.Value));
-            using var dq = device.Upload<ushort>(q, q.Length);
-            using var dk = device.Upload<ushort>(k, k.Length);
-            using var dv = device.Upload<ushort>(v, v.Length);
-            using var o = device.Allocate<ushort>((int)c.Data.OutputLength);
-            using var l = device.Allocate<float>((int)c.Data.LseLength);
-            BlockSparseAttention.ForwardBFloat16(dq, dk, dv, mask, c.Shape, c.Options(), o, l);
-            (output, lse) = (WidenBf16(o.ToArray()), l.ToArray());
-        }
-        else
-        {
-            var (q, k, v) = (ToHalf(c.Data.Query), ToHalf(c.Data.Key), ToHalf(c.Data.Value));
-            using var dq = device.Upload<Half>(q, q.Length);
-            using var dk = device.Upload<Half>(k, k.Length);
-            using var dv = device.Upload<Half>(v, v.Length);
-            using var o = device.Allocate<Half>((int)c.Data.OutputLength);
-            using var l = device.Allocate<float>((int)c.Data.LseLength);
-            BlockSparseAttention.Forward(dq, dk, dv, mask, c.Shape, c.Options(), o, l);
-            (output, lse) = (FromHalf(o.ToArray()), l.ToArray());
-        }
-
+        var (output, lse) = BlockSparseTensorCoreTests.RunDevice(c, mask, bfloat16);
         AssertRule(c, bfloat16, output, lse, null);
         var (hostOutput, hostLse) = RunHost(c, mask, bfloat16, c.Options());
         Assert.That(output, Is.EqualTo(hostOutput).AsCollection, "device output = span output");

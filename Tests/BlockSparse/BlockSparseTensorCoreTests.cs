@@ -84,32 +84,7 @@ public sealed class BlockSparseTensorCoreTests
         var c = Case(spec);
         using var mask = c.Mask();
         AssertTensorCorePath(c, mask, bfloat16, default);
-        var device = AttentionDevice.Default;
-        float[] output;
-        float[] lse;
-        if (bfloat16)
-        {
-            var (q, k, v) = (Bf16(c.Data.Query), Bf16(c.Data.Key), Bf16(c.Data.Value));
-            using var dq = device.Upload<ushort>(q, q.Length);
-            using var dk = device.Upload<ushort>(k, k.Length);
-            using var dv = device.Upload<ushort>(v, v.Length);
-            using var o = device.Allocate<ushort>((int)c.Data.OutputLength);
-            using var l = device.Allocate<float>((int)c.Data.LseLength);
-            BlockSparseAttention.ForwardBFloat16(dq, dk, dv, mask, c.Shape, c.Options(), o, l);
-            (output, lse) = (WidenBf16(o.ToArray()), l.ToArray());
-        }
-        else
-        {
-            var (q, k, v) = (ToHalf(c.Data.Query), ToHalf(c.Data.Key), ToHalf(c.Data.Value));
-            using var dq = device.Upload<Half>(q, q.Length);
-            using var dk = device.Upload<Half>(k, k.Length);
-            using var dv = device.Upload<Half>(v, v.Length);
-            using var o = device.Allocate<Half>((int)c.Data.OutputLength);
-            using var l = device.Allocate<float>((int)c.Data.LseLength);
-            BlockSparseAttention.Forward(dq, dk, dv, mask, c.Shape, c.Options(), o, l);
-            (output, lse) = (FromHalf(o.ToArray()), l.ToArray());
-        }
-
+        var (output, lse) = RunDevice(c, mask, bfloat16);
         AssertRule(c, bfloat16, output, lse, null);
         var (hostOutput, hostLse) = RunHost(c, mask, bfloat16, c.Options());
         Assert.That(output, Is.EqualTo(hostOutput).AsCollection, "device output = span output");
@@ -188,6 +163,38 @@ public sealed class BlockSparseTensorCoreTests
         options = options == default ? c.Options() : options;
         var problem = ProblemValidator.ValidateBlockSparse(c.Shape, mask, options, bfloat16 ? ElementType.BFloat16 : ElementType.Float16);
         Assert.That(FusedBlockSparseBackend.TensorCoreTile(DeviceRuntime.Default, problem), Is.Not.Null, "this problem must take the tensor-core path");
+    }
+
+    /// <summary>The forward on device tensors of the default accelerator (fp16 or bf16 storage), outputs widened to float.</summary>
+    internal static (float[] Output, float[] Lse) RunDevice(RandomMaskCase c, BlockMask mask, bool bfloat16)
+    {
+        var device = AttentionDevice.Default;
+        float[] output;
+        float[] lse;
+        if (bfloat16)
+        {
+            var (q, k, v) = (Bf16(c.Data.Query), Bf16(c.Data.Key), Bf16(c.Data.Value));
+            using var dq = device.Upload<ushort>(q, q.Length);
+            using var dk = device.Upload<ushort>(k, k.Length);
+            using var dv = device.Upload<ushort>(v, v.Length);
+            using var o = device.Allocate<ushort>((int)c.Data.OutputLength);
+            using var l = device.Allocate<float>((int)c.Data.LseLength);
+            BlockSparseAttention.ForwardBFloat16(dq, dk, dv, mask, c.Shape, c.Options(), o, l);
+            (output, lse) = (WidenBf16(o.ToArray()), l.ToArray());
+        }
+        else
+        {
+            var (q, k, v) = (ToHalf(c.Data.Query), ToHalf(c.Data.Key), ToHalf(c.Data.Value));
+            using var dq = device.Upload<Half>(q, q.Length);
+            using var dk = device.Upload<Half>(k, k.Length);
+            using var dv = device.Upload<Half>(v, v.Length);
+            using var o = device.Allocate<Half>((int)c.Data.OutputLength);
+            using var l = device.Allocate<float>((int)c.Data.LseLength);
+            BlockSparseAttention.Forward(dq, dk, dv, mask, c.Shape, c.Options(), o, l);
+            (output, lse) = (FromHalf(o.ToArray()), l.ToArray());
+        }
+
+        return (output, lse);
     }
 
     internal static (float[] Output, float[] Lse) RunHost(RandomMaskCase c, BlockMask mask, bool bfloat16, BlockSparseOptions options)
