@@ -417,11 +417,7 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
             Line($"if ({name}Row >= 0)");
             Open();
             Line($"var at = ({name}Row * HeadDim) + (2 * t);");
-            for (var n = 0; n < OutputTiles; n++)
-            {
-                Line($"queryGrad[at{Plus(n * 8)}] = TFormat.FromFloat(dq.{C(n, r0)} * scale);");
-                Line($"queryGrad[at + {(n * 8) + 1}] = TFormat.FromFloat(dq.{C(n, r0 + 1)} * scale);");
-            }
+            StoreRow("queryGrad", "dq", r0, " * scale");
 
             Close();
             if (r0 == 0)
@@ -629,6 +625,19 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
         Line();
     }
 
+    /// <summary>
+    /// One row of a gradient tile (registers <paramref name="r0"/>, <paramref name="r0"/> + 1 of every n-tile of
+    /// <paramref name="tile"/>), times <paramref name="factor"/>, rounded to the input format into <paramref name="target"/> at <c>at</c>.
+    /// </summary>
+    private void StoreRow(string target, string tile, int r0, string factor)
+    {
+        for (var n = 0; n < OutputTiles; n++)
+        {
+            Line($"{target}[at{Plus(n * 8)}] = TFormat.FromFloat({tile}.{C(n, r0)}{factor});");
+            Line($"{target}[at + {(n * 8) + 1}] = TFormat.FromFloat({tile}.{C(n, r0 + 1)}{factor});");
+        }
+    }
+
     private void KeyValueStore()
     {
         Line("/// <summary>dK · scale and dV rounded to the input format: lane (g, t) writes columns 8n + 2t, + 1 of key rows g and g + 8.</summary>");
@@ -641,17 +650,8 @@ public sealed class FnaRegisterBackwardGenerator : CodeWriter
             Line($"if ({name}Row >= 0)");
             Open();
             Line($"var at = ({name}Row * HeadDim) + (2 * t);");
-            for (var n = 0; n < OutputTiles; n++)
-            {
-                Line($"keyGrad[at{Plus(n * 8)}] = TFormat.FromFloat(dk.{C(n, r0)} * scale);");
-                Line($"keyGrad[at + {(n * 8) + 1}] = TFormat.FromFloat(dk.{C(n, r0 + 1)} * scale);");
-            }
-
-            for (var n = 0; n < OutputTiles; n++)
-            {
-                Line($"valueGrad[at{Plus(n * 8)}] = TFormat.FromFloat(dv.{C(n, r0)});");
-                Line($"valueGrad[at + {(n * 8) + 1}] = TFormat.FromFloat(dv.{C(n, r0 + 1)});");
-            }
+            StoreRow("keyGrad", "dk", r0, " * scale");
+            StoreRow("valueGrad", "dv", r0, string.Empty);
 
             Close();
             if (r0 == 0)

@@ -113,13 +113,6 @@ internal static class FnaRegisterTile
         => TensorCore.Pack(TFormat.FromFloat(low), TFormat.FromFloat(high));
 
     /// <summary>
-    /// The B fragment register of P·V for value column <c>index % stride</c>: V[k][n] and V[k + 1][n], with
-    /// <paramref name="index"/> = k · stride + n in the staged V tile.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static uint ValuePair(ArrayView<ushort> vTile, int index, int stride) => TensorCore.Pack(vTile[index], vTile[index + stride]);
-
-    /// <summary>
     /// The saved LSE of <paramref name="row"/> in the log2 domain for the backward's P = exp2(S − LSE); 0 for an absent
     /// row (row &lt; 0) or one without keys (LSE −∞: every score is masked, and −∞ − 0 keeps P at 0 instead of NaN).
     /// </summary>
